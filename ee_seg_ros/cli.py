@@ -1,0 +1,237 @@
+"""The ``ee-seg`` command: one entry point with a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(','))
+
+
+def load_split(dataset: str, root: str, split: str):
+    """A labelled split in one of the supported layouts."""
+    from .data import folder
+    from .data.labels import CAMVID, CITYSCAPES, ade20k_spec
+    if dataset == 'camvid':
+        return folder.camvid_layout(root, split, CAMVID)
+    if dataset == 'cityscapes':
+        return folder.cityscapes_layout(root, split, CITYSCAPES)
+    if dataset == 'ade20k':
+        return folder.ade20k_layout(root, split, ade20k_spec())
+    raise ValueError(f'unknown dataset {dataset!r}')
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import Trainer, TrainConfig
+    from .train.export import export_bundle
+    train = load_split(args.dataset, args.root, args.split)
+    images, labels = train.load_all()
+    val = None
+    if args.val_split:
+        val = load_split(args.dataset, args.root, args.val_split).load_all()
+    cfg = TrainConfig(out_dir=args.out, minutes=_floats(args.minutes), batch=args.batch,
+                      threads=args.threads, device=args.device, seed=args.seed)
+    trainer = Trainer(cfg, train.spec, images, labels, val)
+    if args.resume and trainer.resume():
+        print(f'resumed from {trainer.ckpt_path} at stage {trainer.stage + 1}, '
+              f'{trainer.stage_elapsed / 60:.1f} min in')
+    model = trainer.run()
+    bundle = export_bundle(model, train.spec, Path(args.out) / 'bundle')
+    print(f'bundle written to {bundle} (calibrate it next: ee-seg calibrate --model {bundle})')
+    return 0
+
+
+class _Head(Sequence):
+    """The first ``n`` items of a sequence, without loading the rest."""
+
+    def __init__(self, seq: Sequence, n: int | None) -> None:
+        self.seq, self.n = seq, len(seq) if n is None else min(n, len(seq))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.seq[i]
+
+
+def _segmenter(args: argparse.Namespace):
+    from .runtime import Segmenter
+    if getattr(args, 'backend', 'torch') != 'torch':
+        raise ValueError(f'backend {args.backend!r} is not available yet; use torch')
+    return Segmenter(args.model, device=args.device, threads=args.threads)
+
+
+def _eval_frames(args: argparse.Namespace, segmenter):
+    from .data.folder import camvid_layout
+    return _Head(camvid_layout(args.root, args.split, segmenter.bundle.labels), args.limit)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .bench import write_json
+    from .evaluate import format_table, sweep
+    segmenter = _segmenter(args)
+    frames = _eval_frames(args, segmenter)
+    policy = segmenter.resolve(args.policy).spec()
+    stats = sweep(segmenter, frames, [policy], warmup=args.warmup, progress=not args.quiet)
+    summary = stats[policy].summary(segmenter.bundle.labels.class_names, segmenter.num_exits)
+    summary.update(requested_policy=args.policy, split=args.split, root=str(args.root),
+                   bundle=str(segmenter.bundle.path))
+    print(format_table([summary], [('policy', 'policy'), ('frames', 'frames'),
+                                   ('miou', 'mIoU'), ('gmacs_mean', 'GMACs'),
+                                   ('latency_ms_p50', 'p50 ms'), ('latency_ms_p95', 'p95 ms'),
+                                   ('stopped_fraction_mean', 'stopped')]))
+    print('per-class IoU: ' + ', '.join(f'{k} {v}' for k, v in
+                                        summary['per_class_iou'].items()))
+    print('exits: ' + ', '.join(f'{k} {v}' for k, v in summary['exit_histogram'].items()))
+    if args.json:
+        write_json(Path(args.json), summary)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import bench_table, run_bench, write_json
+    segmenter = _segmenter(args)
+    frames = _eval_frames(args, segmenter)
+    out = Path(args.out)
+    report = run_bench(segmenter, frames, args.split, out, args.threads,
+                       progress=not args.quiet)
+    print(bench_table(report))
+    headline = {k: v for k, v in report.items() if k not in ('settings', 'static_points')}
+    print(json.dumps(headline, indent=1))
+    write_json(Path(args.json) if args.json else out / 'bench.json', report)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .bundle import update_bundle
+    from .calibrate import build_profile, cbt_statistics, profile_sweep, stage_costs
+    from .data.folder import camvid_layout
+    from .evaluate import format_table
+    from .runtime import Segmenter
+    segmenter = _segmenter(args)
+    labels = segmenter.bundle.labels
+    train = _Head(camvid_layout(args.root, args.train_split, labels), args.limit)
+    stats = cbt_statistics(segmenter, train, progress=not args.quiet)
+    update_bundle(args.model, calibration={**stats, 'split': args.train_split})
+    print('CBT class margins: ' + ', '.join(
+        f'{n} {m:.3f}' for n, m in zip(labels.class_names, stats['margins'])))
+    segmenter = Segmenter(args.model, device=args.device, threads=args.threads)
+    frames = _Head(camvid_layout(args.root, args.split, labels), args.limit)
+    rows = profile_sweep(segmenter, frames, progress=not args.quiet)
+    profile = build_profile(rows, args.split, args.threads)
+    first, _ = frames[0]
+    profile['stage_costs'] = stage_costs(segmenter, first.shape[:2])
+    update_bundle(args.model, profile=profile)
+    print(format_table(profile['points'], [('policy', 'point'), ('miou', 'mIoU'),
+                                           ('gmacs_mean', 'GMACs'),
+                                           ('latency_ms_p50', 'p50 ms')]))
+    print(f'recommended (adaptive) point: {profile["recommended"]}')
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .data.synthetic import SyntheticScenes
+    from .evaluate import format_table, sweep
+    segmenter = _segmenter(args)
+    frames = SyntheticScenes(args.frames, seed=args.seed)
+    policies = ['full', 'adaptive'] if segmenter.bundle.profile else ['full']
+    specs = [segmenter.resolve(p).spec() for p in policies]
+    stats = sweep(segmenter, frames, specs, progress=not args.quiet, desc='synthetic scenes')
+    rows = [stats[s].summary(segmenter.bundle.labels.class_names, segmenter.num_exits)
+            for s in specs]
+    for row, name in zip(rows, policies):
+        row['name'] = name
+    print(f'bundle {segmenter.bundle.path} on {args.frames} synthetic street scenes '
+          f'(seed {args.seed}):')
+    print(format_table(rows, [('name', 'policy'), ('policy', 'setting'), ('miou', 'mIoU'),
+                              ('gmacs_mean', 'GMACs'), ('latency_ms_p50', 'p50 ms'),
+                              ('latency_ms_p95', 'p95 ms'),
+                              ('stopped_fraction_mean', 'stopped')]))
+    return 0
+
+
+def _add_runtime_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
+    p.add_argument('--model', required=model_required, default=None,
+                   help='bundle folder (default: the bundled model)')
+    p.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'))
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='ee-seg', description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('train', help='train the multi-exit network (three stages)')
+    p.add_argument('--dataset', choices=('camvid', 'cityscapes', 'ade20k'), default='camvid')
+    p.add_argument('--root', required=True, help='dataset folder')
+    p.add_argument('--split', default='train')
+    p.add_argument('--val-split', default='val', help="validation split ('' for none)")
+    p.add_argument('--out', required=True, help='run folder (checkpoints, log, bundle)')
+    p.add_argument('--minutes', default='65,8,6',
+                   help='wall-clock minutes of stage 1 (backbone), 2 (exits), 3 (pausing)')
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--resume', action='store_true', help='continue from the run folder')
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('eval', help='evaluate a bundle at one policy on a labelled split')
+    p.add_argument('--root', required=True, help='folder holding SPLIT/ and SPLITannot/')
+    p.add_argument('--split', required=True)
+    p.add_argument('--policy', default='full',
+                   help='full, exit:N, global:T, cbt:ALPHA,BETA, entropy:H or adaptive')
+    p.add_argument('--json', help='write the results here')
+    p.add_argument('--limit', type=int, help='only the first N frames')
+    p.add_argument('--warmup', type=int, default=2)
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser('bench', help='speed/accuracy sweep of every exit setting, interleaved')
+    p.add_argument('--root', required=True)
+    p.add_argument('--split', required=True)
+    p.add_argument('--json', help='write the report here (default OUT/bench.json)')
+    p.add_argument('--out', default='bench-out', help='folder for plots and JSON')
+    p.add_argument('--limit', type=int)
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('calibrate', help='CBT thresholds and the operating-point profile')
+    p.add_argument('--model', required=True, help='bundle folder to calibrate (modified)')
+    p.add_argument('--root', required=True)
+    p.add_argument('--train-split', default='train', help='split for CBT statistics')
+    p.add_argument('--split', default='val', help='calibration split for the profile')
+    p.add_argument('--limit', type=int)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser('demo', help='run the bundled model on synthetic street scenes')
+    p.add_argument('--frames', type=int, default=40)
+    p.add_argument('--seed', type=int, default=0)
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        print(f'ee-seg {args.command}: error: {err}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Label sets: class names, colours, and which raw label values mean 'ignore'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IGNORE = 255  # internal label value for pixels excluded from losses and metrics
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_ids: tuple[int, ...] = (IGNORE,)
+    id_offset: int = 0  # raw value = class id + offset (ADE20K stores classes from 1)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """A 256-entry table from raw label values to class ids (IGNORE for void), and a
+        mask of which raw values are legal at all."""
+        table = np.full(256, IGNORE, dtype=np.uint8)
+        valid = np.zeros(256, dtype=bool)
+        ids = np.arange(self.num_classes)
+        table[ids + self.id_offset] = ids
+        valid[ids + self.id_offset] = True
+        valid[list(self.ignore_ids)] = True
+        return table, valid
+
+    def to_dict(self) -> dict:
+        return {'name': self.name, 'class_names': list(self.class_names),
+                'palette': [list(c) for c in self.palette], 'ignore_ids': list(self.ignore_ids),
+                'id_offset': self.id_offset}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'LabelSpec':
+        return cls(name=d['name'], class_names=tuple(d['class_names']),
+                   palette=tuple(tuple(c) for c in d['palette']),
+                   ignore_ids=tuple(d.get('ignore_ids', (IGNORE,))),
+                   id_offset=int(d.get('id_offset', 0)))
+
+
+CAMVID = LabelSpec(
+    name='camvid11',
+    class_names=('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence',
+                 'Car', 'Pedestrian', 'Bicyclist'),
+    palette=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+             (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+             (0, 128, 192)),
+    ignore_ids=(11, IGNORE),
+)
+
+CITYSCAPES = LabelSpec(
+    name='cityscapes19',
+    class_names=('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
+                 'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car',
+                 'truck', 'bus', 'train', 'motorcycle', 'bicycle'),
+    palette=((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+             (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+             (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+             (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)),
+    ignore_ids=(IGNORE,),
+)
+
+
+def ade20k_spec() -> LabelSpec:
+    """ADE20K SceneParsing: 150 classes stored as 1..150, 0 = other (ignored)."""
+    rng = np.random.default_rng(150)
+    palette = tuple(tuple(int(v) for v in c) for c in rng.integers(0, 256, (150, 3)))
+    return LabelSpec(name='ade20k150', class_names=tuple(f'class{i:03d}' for i in range(1, 151)),
+                     palette=palette, ignore_ids=(0,), id_offset=1)

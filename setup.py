@@ -1,0 +1,46 @@
+"""ament_python package that is also a plain pip-installable Python package."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'ee_seg_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    package_data={package_name: ['models/default/*']},
+    include_package_data=True,
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*launch.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ],
+    python_requires='>=3.10',
+    install_requires=[
+        'setuptools',
+        'numpy',
+        'opencv-python-headless',
+        'torch>=2.1',
+        'safetensors',
+        'tqdm',
+        'matplotlib',
+        'pyyaml',
+    ],
+    extras_require={
+        'test': ['pytest'],
+    },
+    tests_require=['pytest'],
+    zip_safe=False,
+    maintainer='ee_seg_ros maintainers',
+    maintainer_email='maintainers@ee-seg-ros.invalid',
+    description='Adaptive multi-exit semantic segmentation for ROS 2.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'ee-seg = ee_seg_ros.cli:main',
+        ],
+    },
+)
