@@ -41,6 +41,7 @@ setup(
     entry_points={
         'console_scripts': [
             'ee-seg = ee_seg_ros.cli:main',
+            'segmenter = ee_seg_ros.ros.main:main',
         ],
     },
 )

@@ -127,8 +127,15 @@ def test_modes_and_validation():
     assert ctrl.choose(Signals(battery=0.01)).point.policy == 'cbt:0.5,0.95'
     ctrl = Controller(POINTS, ControllerSettings(mode='full', latency_budget_ms=1.0))
     assert ctrl.choose(Signals()).point.policy == 'full'
+    ctrl = Controller(POINTS, ControllerSettings(mode='fixed', fixed_point='entropy:0.3'))
+    d = ctrl.choose(Signals())
+    assert d.point.policy == 'entropy:0.3' and d.index == -1
+    ctrl.observe(50.0)
+    assert ctrl.m == 0.0
+    ctrl.update_settings(ControllerSettings(mode='adaptive'))
+    assert ctrl.choose(Signals()).index >= 0
     with pytest.raises(ValueError, match='not in the profile'):
-        Controller(POINTS, ControllerSettings(mode='fixed', fixed_point='nope')).choose(Signals())
+        ctrl.index_of('nope')
     for bad in (dict(latency_budget_ms=-5), dict(latency_budget_ms=math.nan),
                 dict(mode='fast'), dict(battery_low=0.1, battery_critical=0.2)):
         with pytest.raises(ValueError):

@@ -186,10 +186,10 @@ class Controller:
         budget = self.effective_budget()
         tightening = self._last_budget is not None and budget < self._last_budget
         self._last_budget = budget
+        if s.mode == 'fixed':
+            return self._fixed(budget)
         if s.mode == 'full':
             target = len(self.points) - 1
-        elif s.mode == 'fixed':
-            target = self.index_of(s.fixed_point)
         else:
             target = self._adaptive_target(budget, signals.stale or tightening)
         if target != self.index:
@@ -199,13 +199,30 @@ class Controller:
         return Decision(self.index, self.points[self.index], budget,
                         self.predicted_ms(self.index), self.battery_tier, self.cpu_tier)
 
+    def _fixed(self, budget: float) -> Decision:
+        """Mode fixed: the named point, from the profile when it is there (any policy string
+        is allowed; one outside the profile is predicted at full-depth cost)."""
+        spec = self.settings.fixed_point
+        try:
+            index = self.index_of(spec)
+            point = self.points[index]
+        except ValueError:
+            index, point = -1, OperatingPoint(spec, self.points[-1].latency_ms, math.nan)
+        if index != self.index:
+            self.index = index
+            self.since_switch = 0
+            self.switches += 1
+        predicted = point.latency_ms * math.exp(self.m + self.settings.quantile_z *
+                                                math.sqrt(self.v))
+        return Decision(index, point, budget, predicted, self.battery_tier, self.cpu_tier)
+
     def _adaptive_target(self, budget: float, hold: bool) -> int:
         s = self.settings
         cap = self.allowed_max_index()
         limit = (1.0 - s.margin) * budget
         fitting = [i for i in range(cap + 1) if self.predicted_ms(i) <= limit]
         target = max(fitting) if fitting else 0
-        current = min(self.index, cap)
+        current = min(max(self.index, 0), cap)
         if self.misses >= 2:
             self.misses = 0
             return min(target, max(current - 2, 0))
@@ -220,6 +237,9 @@ class Controller:
         for the frame as it actually ran (at its observed stopped fractions), when known, so a
         hard frame is not mistaken for a slow machine."""
         expected = expected_ms or self.points[self.index].latency_ms
+        if self.index < 0:  # a fixed point outside the profile: nothing to learn from
+            self.since_switch += 1
+            return
         r = math.log(max(latency_ms, 1e-3) / max(expected, 1e-3))
         a = self.settings.smoothing
         old = self.m

@@ -1,5 +1,7 @@
-"""Running the network on frames: the Segmenter (one frame at one operating point)."""
+"""Running the network on frames: the Segmenter (one frame at one operating point) and the
+Pipeline (controller + segmenter + statistics) shared by the node and replay."""
 
 from .segmenter import SegmentationResult, Segmenter
+from .pipeline import Frame, FrameCounts, Pipeline, StepResult  # noqa: I100
 
-__all__ = ['SegmentationResult', 'Segmenter']
+__all__ = ['Frame', 'FrameCounts', 'Pipeline', 'SegmentationResult', 'Segmenter', 'StepResult']

@@ -1,0 +1,39 @@
+"""Entry point of the ``segmenter`` executable (``ros2 run ee_seg_ros segmenter``)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def main(args: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    from ..bundle import BundleError
+    from .node import SegmenterNode
+
+    rclpy.init(args=args)
+    try:
+        node = SegmenterNode()
+    except (BundleError, ParameterException, ValueError, OSError) as err:
+        print(f'[ee_segmenter] cannot start: {err}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C or `ros2 launch` stopping us: a clean stop
+    finally:
+        # a second Ctrl-C while cleaning up must not turn a clean stop into a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""One frame, one path: controller, segmenter at the chosen point, statistics.
+
+The ROS node and the replay evaluation both drive this class, so a replay predicts what the
+node does with the same frames, budget and signals. It never imports rclpy.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..control import Controller, ControllerSettings, Decision, OperatingPoint, Signals
+from .segmenter import SegmentationResult, Segmenter
+
+
+@dataclass
+class Frame:
+    image: np.ndarray          # RGB uint8 (H, W, 3)
+    stamp: float = 0.0         # header stamp, seconds
+    frame_id: str = ''
+
+
+@dataclass
+class FrameCounts:
+    """Every frame that enters is processed, dropped (replaced by a newer one) or rejected."""
+
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    deadline_hits: int = 0
+    guard_stops: int = 0
+
+    def balanced(self, in_flight: int = 0) -> bool:
+        return self.received == self.processed + self.dropped + self.rejected + in_flight
+
+
+@dataclass
+class StepResult:
+    frame: Frame
+    segmentation: SegmentationResult
+    decision: Decision
+    deadline_met: bool
+
+
+def profile_points(profile: dict | None) -> list[OperatingPoint]:
+    """The controller's table from a bundle profile (or just full depth without one)."""
+    if not profile or not profile.get('points'):
+        return [OperatingPoint('full', 1.0, 0.0)]
+    return [OperatingPoint(p['policy'], float(p['latency_ms_p50']), float(p['miou']),
+                           float(p.get('gmacs_mean') or 0.0)) for p in profile['points']]
+
+
+class Pipeline:
+    def __init__(self, segmenter: Segmenter, settings: ControllerSettings | None = None) -> None:
+        self.segmenter = segmenter
+        profile = segmenter.bundle.profile or {}
+        points = profile_points(profile)
+        if not any(p.policy == 'full' for p in points):
+            points.append(OperatingPoint('full', float(profile.get('full_latency_ms_p50', 1.0)),
+                                         float(profile.get('full_miou', 0.0))))
+        self.controller = Controller(points, settings or ControllerSettings(),
+                                     stage_costs=profile.get('stage_costs'))
+        self.counts = FrameCounts()
+        self.last_error = ''
+
+    # -- accounting for frames that never reach step() -------------------------------------
+    def received(self, n: int = 1) -> None:
+        self.counts.received += n
+
+    def dropped(self, n: int = 1) -> None:
+        self.counts.dropped += n
+
+    def rejected(self, reason: str) -> None:
+        self.counts.rejected += 1
+        self.counts.reasons[reason.split(':')[0][:60]] += 1
+
+    # -- one frame ------------------------------------------------------------------------------
+    def step(self, frame: Frame, signals: Signals | None = None) -> StepResult | None:
+        """Segment one received frame. An exception inside inference rejects this frame
+        (counted, with its reason) and leaves the pipeline ready for the next one."""
+        start = time.perf_counter()
+        decision = self.controller.choose(signals or Signals())
+        policy = self.segmenter.resolve(decision.point.policy)
+        guard = None
+        if self.controller.settings.mode == 'adaptive':
+            guard = self.controller.guard(start, decision.budget_ms,
+                                          decoder_after=policy.exit_output == 'decoder')
+        try:
+            seg = self.segmenter.segment(frame.image, policy, guard=guard)
+        except Exception as err:  # noqa: BLE001 - one bad frame must not stop the stream
+            self.rejected(f'inference error: {type(err).__name__}: {err}')
+            self.last_error = traceback.format_exc()
+            return None
+        latency = (time.perf_counter() - start) * 1e3
+        seg.latency_ms = latency
+        expected = None
+        if decision.point.gmacs > 0 and seg.gmacs > 0:
+            expected = decision.point.latency_ms * seg.gmacs / decision.point.gmacs
+        self.controller.observe(latency, expected)
+        met = latency <= decision.budget_ms
+        self.counts.processed += 1
+        self.counts.deadline_hits += int(met)
+        self.counts.guard_stops += int(seg.guard_stop)
+        return StepResult(frame, seg, decision, met)

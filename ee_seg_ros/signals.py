@@ -1,0 +1,109 @@
+"""Battery and CPU-load readings as the controller needs them, from whatever robots publish.
+
+Shared by the node and replay: both turn BatteryState / Float32 / DiagnosticArray values into
+the same numbers, so a replayed bag steers the controller as the live robot would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from .control import Signals
+
+BATTERY_SCALES = ('auto', 'unit', 'percent')
+CPU_SOURCES = ('topic', 'diagnostics', 'local', 'none')
+CHARGING_STATUSES = (1, 4)  # BatteryState.POWER_SUPPLY_STATUS_CHARGING, _FULL
+CPU_DIAGNOSTIC_KEY = 'CPU Load Average'
+
+
+class SignalError(ValueError):
+    """A reading that cannot be used; the message says why."""
+
+
+def battery_fraction(percentage: float, scale: str = 'auto') -> float | None:
+    """State of charge in 0..1 from BatteryState.percentage; None when unmeasured (NaN).
+
+    The message defines 0..1, but many drivers publish 0..100: 'auto' reads values above 1 as
+    percent (so 0.5% would be misread as 50%: set 'percent' for such drivers).
+    """
+    if scale not in BATTERY_SCALES:
+        raise SignalError(f'battery percentage scale must be one of {BATTERY_SCALES}')
+    value = float(percentage)
+    if math.isnan(value):
+        return None
+    if value < 0 or math.isinf(value):
+        raise SignalError(f'battery percentage {value} is negative or infinite')
+    if scale == 'percent' or (scale == 'auto' and value > 1.0):
+        value /= 100.0
+    if value > 1.0:
+        raise SignalError(f'battery percentage {percentage} is above 100%')
+    return value
+
+
+def cpu_fraction(value: float, scale: str = 'auto') -> tuple[float, str | None]:
+    """CPU load in 0..1 from a Float32 (0..1 or percent); loads above 100% (an overloaded
+    machine's load average) saturate at 1 with a note rather than being dropped."""
+    v = float(value)
+    if math.isnan(v) or v < 0 or math.isinf(v):
+        raise SignalError(f'CPU load {value} is not a non-negative number')
+    if scale == 'percent' or (scale == 'auto' and v > 1.0):
+        v /= 100.0
+    if v > 1.0:
+        return 1.0, f'CPU load {value} is above 100%: treated as fully loaded'
+    return v, None
+
+
+def cpu_from_diagnostics(statuses) -> float | None:
+    """The 'CPU Load Average' of diagnostics' cpu_monitor (a percentage string), if present."""
+    for status in statuses:
+        for kv in status.values:
+            if kv.key == CPU_DIAGNOSTIC_KEY:
+                try:
+                    return cpu_fraction(float(str(kv.value).strip().rstrip('%')), 'percent')[0]
+                except ValueError as err:
+                    raise SignalError(f'{CPU_DIAGNOSTIC_KEY} {kv.value!r}: {err}') from None
+    return None
+
+
+def local_cpu_load() -> float:
+    """One-minute load average over the core count (Linux and macOS)."""
+    return min(os.getloadavg()[0] / (os.cpu_count() or 1), 1.0)
+
+
+@dataclass
+class _Reading:
+    value: float | None = None
+    stamp: float | None = None
+
+
+class SignalState:
+    """Latest battery and CPU readings with their arrival times; old ones count as unknown."""
+
+    def __init__(self, stale_after_s: float = 5.0) -> None:
+        self.stale_after_s = stale_after_s
+        self.battery = _Reading()
+        self.charging = False
+        self.cpu = _Reading()
+
+    def set_battery(self, fraction: float | None, charging: bool, now: float) -> None:
+        self.battery = _Reading(fraction, now)
+        self.charging = charging
+
+    def set_cpu(self, fraction: float | None, now: float) -> None:
+        self.cpu = _Reading(fraction, now)
+
+    def _fresh(self, reading: _Reading, now: float) -> tuple[float | None, bool]:
+        if reading.stamp is None:
+            return None, False
+        if now - reading.stamp > self.stale_after_s:
+            return None, True
+        return reading.value, False
+
+    def snapshot(self, now: float) -> Signals:
+        battery, b_stale = self._fresh(self.battery, now)
+        cpu, c_stale = self._fresh(self.cpu, now)
+        charging = self.charging and not b_stale
+        return Signals(battery=battery, charging=charging, cpu_load=cpu,
+                       stale=b_stale or c_stale)

@@ -1,0 +1,358 @@
+"""The segmenter executable against a real rclpy and real DDS (Fast DDS), on loopback only.
+
+Runs in CI: the test command installs ROS 2 Jazzy's rclpy and message wheels. Skips only where
+rclpy cannot be imported at all.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_loopback.xml')
+os.environ['ROS_DOMAIN_ID'] = str(90 + os.getpid() % 100)   # test-only domain
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+
+rclpy = pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import BatteryState, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Float32  # noqa: E402
+
+from ee_seg_ros.bundle import save_bundle  # noqa: E402
+from ee_seg_ros.cli import main as ee_seg  # noqa: E402
+from ee_seg_ros.data.labels import CAMVID  # noqa: E402
+from ee_seg_ros.data.synthetic import write_camvid_layout  # noqa: E402
+
+H, W = 72, 100
+
+
+@pytest.fixture(scope='module')
+def bundle(tmp_path_factory):
+    import torch
+
+    from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
+    from conftest import TINY
+    root = tmp_path_factory.mktemp('node')
+    torch.manual_seed(0)
+    path = save_bundle(root / 'bundle', MultiExitSegmenter(ModelConfig(**TINY)).eval(), CAMVID)
+    write_camvid_layout(root / 'data', 'train', 2, seed=1, size=(H, W))
+    write_camvid_layout(root / 'data', 'val', 2, seed=2, size=(H, W))
+    assert ee_seg(['calibrate', '--model', str(path), '--root', str(root / 'data'),
+                   '--quiet', '--threads', '1']) == 0
+    return path
+
+
+@pytest.fixture(scope='module')
+def probe():
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = Node('ee_seg_probe', context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    node.spin_until = lambda cond, timeout=20.0: _spin_until(executor, cond, timeout)
+    yield node
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def _spin_until(executor, cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+        if cond():
+            return True
+    return False
+
+
+class NodeProcess:
+    def __init__(self, tmp_path: Path, bundle: Path, name: str, **params):
+        self.name = name
+        lines = ['/**:', '  ros__parameters:', f'    model.path: "{bundle}"',
+                 '    model.threads: 1']
+        for k, v in params.items():
+            k = k.replace('__', '.')
+            lines.append(f'    {k}: {str(v).lower() if isinstance(v, bool) else v}')
+        params_file = tmp_path / f'{name}.yaml'
+        params_file.write_text('\n'.join(lines) + '\n')
+        self.log = open(tmp_path / f'{name}.log', 'w+')
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'ee_seg_ros.ros.main', '--ros-args', '--params-file',
+             str(params_file), '-r', f'__ns:=/{name}'],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if 'ee_segmenter ready' in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f'node exited early:\n{self.output()}')
+            time.sleep(0.2)
+        raise AssertionError(f'node not ready:\n{self.output()}')
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def segmenter_node(tmp_path, bundle):
+    started = []
+
+    def start(name='ee_segmenter', **params):
+        node = NodeProcess(tmp_path, bundle, name, **params)
+        started.append(node)
+        node.wait_ready()
+        return node
+
+    yield start
+    for node in started:
+        rc = node.stop()
+        assert rc == 0, f'{node.name} did not stop cleanly (exit {rc}):\n{node.output()}'
+        assert 'Traceback' not in node.output()
+
+
+class Listener:
+    """Collects what the node publishes."""
+
+    def __init__(self, probe, name):
+        self.msgs = {k: [] for k in ('mask', 'confidence', 'exit_map', 'overlay',
+                                     'exit_stats', 'diagnostics')}
+        for topic in ('mask', 'confidence', 'exit_map', 'overlay'):
+            probe.create_subscription(Image, f'/{name}/ee_segmenter/{topic}',
+                                      lambda m, t=topic: self.msgs[t].append(m), 50)
+        probe.create_subscription(DiagnosticArray, f'/{name}/ee_segmenter/exit_stats',
+                                  lambda m: self.msgs['exit_stats'].append(m), 50)
+        probe.create_subscription(DiagnosticArray, '/diagnostics',
+                                  lambda m: self.msgs['diagnostics'].append(m), 50)
+
+    def last_stats(self) -> dict:
+        return {kv.key: kv.value for kv in self.msgs['exit_stats'][-1].status[0].values}
+
+    def summary(self, ns) -> dict | None:
+        for msg in reversed(self.msgs['diagnostics']):
+            for st in msg.status:
+                if st.name == f'/{ns}/ee_segmenter: Status':
+                    return {'level': st.level, 'message': st.message,
+                            **{kv.key: kv.value for kv in st.values}}
+        return None
+
+
+def rgb_msg(stamp: int, encoding: str = 'rgb8', frame_id: str = 'camera') -> Image:
+    img = np.random.default_rng(stamp).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp, 123
+    msg.header.frame_id = frame_id
+    msg.height, msg.width, msg.encoding, msg.step = H, W, encoding, W * 3
+    data = array.array('B')
+    data.frombytes(img.tobytes())
+    msg.data = data
+    return msg
+
+
+def publish_frames(probe, pub, msgs, gap: float = 0.15):
+    assert probe.spin_until(lambda: pub.get_subscription_count() > 0), 'node never subscribed'
+    for m in msgs:
+        pub.publish(m)
+        probe.spin_until(lambda: False, timeout=gap)
+
+
+def set_params(probe, node_name, **values):
+    client = probe.create_client(SetParameters, f'/{node_name}/ee_segmenter/set_parameters')
+    assert client.wait_for_service(timeout_sec=10)
+    req = SetParameters.Request()
+    for name, value in values.items():
+        v = ParameterValue()
+        if isinstance(value, bool):
+            v.type, v.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, int):
+            v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+        elif isinstance(value, float):
+            v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+        else:
+            v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+        req.parameters.append(Parameter(name=name.replace('__', '.'), value=v))
+    future = client.call_async(req)
+    assert probe.spin_until(future.done)
+    return future.result().results
+
+
+def get_param(probe, node_name, name):
+    client = probe.create_client(GetParameters, f'/{node_name}/ee_segmenter/get_parameters')
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(GetParameters.Request(names=[name]))
+    assert probe.spin_until(future.done)
+    v = future.result().values[0]
+    return {ParameterType.PARAMETER_DOUBLE: v.double_value,
+            ParameterType.PARAMETER_INTEGER: v.integer_value,
+            ParameterType.PARAMETER_STRING: v.string_value}.get(v.type)
+
+
+def counts_add_up(stats: dict) -> bool:
+    return int(stats['frames_received']) == (int(stats['frames_processed'])
+                                             + int(stats['frames_dropped'])
+                                             + int(stats['frames_rejected']))
+
+
+def test_masks_carry_the_input_header_and_size(probe, segmenter_node):
+    segmenter_node('seg_a', latency_budget_ms=1000.0, input__reliable=True)
+    out = Listener(probe, 'seg_a')
+    pub = probe.create_publisher(Image, '/seg_a/image', 10)
+    publish_frames(probe, pub, [rgb_msg(s) for s in range(1, 7)])
+    assert probe.spin_until(lambda: len(out.msgs['exit_stats']) >= 1 and counts_add_up(
+        out.last_stats()) and int(out.last_stats()['frames_received']) >= 6, timeout=20)
+    stats = out.last_stats()
+    processed = int(stats['frames_processed'])
+    assert probe.spin_until(lambda: len(out.msgs['mask']) >= processed, timeout=5)
+    assert len(out.msgs['mask']) == processed == len(out.msgs['confidence'])
+    sent = {s for s in range(1, 7)}
+    for mask, conf in zip(out.msgs['mask'], out.msgs['confidence']):
+        assert mask.header.stamp.sec in sent and mask.header.stamp.nanosec == 123
+        assert mask.header.frame_id == 'camera' and conf.header == mask.header
+        assert (mask.height, mask.width, mask.encoding) == (H, W, 'mono8')
+        assert (conf.height, conf.width, conf.encoding) == (H, W, 'mono8')
+        labels = np.frombuffer(mask.data, np.uint8)
+        assert labels.size == H * W and labels.max() < 11
+    # the exit map and overlay are published only while someone listens: they were
+    assert out.msgs['exit_map'] and out.msgs['overlay']
+    assert out.msgs['overlay'][-1].encoding == 'rgb8'
+    assert probe.spin_until(lambda: out.summary('seg_a') is not None, timeout=5)
+
+
+def test_parameters_are_validated_and_steer_the_policy(probe, segmenter_node):
+    segmenter_node('seg_b', latency_budget_ms=1000.0, input__reliable=True)
+    out = Listener(probe, 'seg_b')
+    pub = probe.create_publisher(Image, '/seg_b/image', 10)
+    publish_frames(probe, pub, [rgb_msg(s) for s in range(1, 4)])
+    assert probe.spin_until(lambda: len(out.msgs['exit_stats']) >= 2)
+    top = out.last_stats()['operating_point']
+    assert top == 'full'
+
+    # invalid values are refused with a reason and change nothing
+    result = set_params(probe, 'seg_b', latency_budget_ms=-5.0)[0]
+    assert not result.successful and 'latency_budget_ms' in result.reason
+    result = set_params(probe, 'seg_b', policy__mode='fastest')[0]
+    assert not result.successful and 'policy.mode' in result.reason
+    result = set_params(probe, 'seg_b', model__path='/elsewhere')[0]
+    assert not result.successful
+    assert get_param(probe, 'seg_b', 'latency_budget_ms') == 1000.0
+
+    # a valid budget, given as an integer as `ros2 param set ... 1` sends it, takes effect
+    assert set_params(probe, 'seg_b', latency_budget_ms=1)[0].successful
+    out.msgs['exit_stats'].clear()
+    publish_frames(probe, pub, [rgb_msg(s) for s in range(10, 14)])
+    assert probe.spin_until(lambda: len(out.msgs['exit_stats']) >= 3)
+    stats = out.last_stats()
+    assert float(stats['budget_ms']) == 1.0
+    assert stats['operating_point'] != top
+
+
+def test_battery_and_cpu_load_move_the_policy_down(probe, segmenter_node):
+    segmenter_node('seg_c', latency_budget_ms=1000.0, input__reliable=True,
+                   cpu_load__slowdown=100.0)
+    out = Listener(probe, 'seg_c')
+    pub = probe.create_publisher(Image, '/seg_c/image', 10)
+    battery = probe.create_publisher(BatteryState, '/seg_c/battery_state', 10)
+    cpu = probe.create_publisher(Float32, '/seg_c/cpu_load', 10)
+
+    def run(n, start):
+        out.msgs['exit_stats'].clear()
+        publish_frames(probe, pub, [rgb_msg(s) for s in range(start, start + n)])
+        assert probe.spin_until(lambda: len(out.msgs['exit_stats']) >= n - 1)
+        return out.last_stats()
+
+    assert run(3, 1)['operating_point'] == 'full'
+    msg = BatteryState(percentage=5.0, power_supply_status=2)        # 5 %, percent scale
+    for _ in range(5):
+        battery.publish(msg)
+        probe.spin_until(lambda: False, timeout=0.05)
+    stats = run(3, 10)
+    assert stats['battery_tier'] == 'critical' and stats['battery'] == '0.050'
+    assert stats['operating_point'] != 'full'
+
+    for value in (math.nan, -3.0):                                 # unknown / refused
+        battery.publish(BatteryState(percentage=value))
+    stats = run(3, 20)
+    assert stats['battery'] == 'unknown' and stats['battery_tier'] == 'unknown'
+
+    # back to the top (mode full, then adaptive again), then the CPU gets busy
+    assert set_params(probe, 'seg_c', policy__mode='full')[0].successful
+    assert run(2, 30)['operating_point'] == 'full'
+    assert set_params(probe, 'seg_c', policy__mode='adaptive')[0].successful
+    cpu.publish(Float32(data=95.0))                                # percent, high load
+    stats = run(4, 40)
+    assert stats['cpu_tier'] == 'high' and stats['operating_point'] != 'full'
+    assert counts_add_up(stats)
+
+
+def test_bad_frames_are_rejected_counted_and_the_node_keeps_going(probe, segmenter_node):
+    node = segmenter_node('seg_d', latency_budget_ms=1000.0, input__reliable=True)
+    out = Listener(probe, 'seg_d')
+    pub = probe.create_publisher(Image, '/seg_d/image', 10)
+    bad = [rgb_msg(1, encoding='bayer_rggb8'), rgb_msg(2)]
+    short = rgb_msg(3)
+    short.data = array.array('B', bytes(10))
+    bad += [short, rgb_msg(4)]
+    publish_frames(probe, pub, bad)
+    assert probe.spin_until(lambda: out.summary('seg_d') is not None and int(
+        out.summary('seg_d')['frames_received']) >= 4 and int(
+        out.summary('seg_d')['frames_rejected']) >= 2, timeout=10)
+    s = out.summary('seg_d')
+    assert int(s['frames_processed']) >= 2 and counts_add_up(s)
+    assert 'bad image' in s['rejected_reasons']
+    assert "unsupported image encoding 'bayer_rggb8'" in node.output()
+
+
+def test_corrupt_jpeg_is_rejected(probe, segmenter_node, tmp_path):
+    node = segmenter_node('seg_e', input__compressed=True, input__reliable=True)
+    out = Listener(probe, 'seg_e')
+    pub = probe.create_publisher(CompressedImage, '/seg_e/image/compressed', 10)
+    img = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    good = cv2.imencode('.jpg', img)[1].tobytes()
+    msgs = []
+    for i, payload in enumerate([good, good[:40] + b'\x00' * 50, good]):
+        m = CompressedImage(format='rgb8; jpeg compressed bgr8')
+        m.header.stamp.sec = i + 1
+        m.data = array.array('B', payload)
+        msgs.append(m)
+    publish_frames(probe, pub, msgs)
+    assert probe.spin_until(lambda: out.summary('seg_e') is not None and int(
+        out.summary('seg_e')['frames_received']) >= 3, timeout=10)
+    s = out.summary('seg_e')
+    assert int(s['frames_rejected']) == 1 and int(s['frames_processed']) == 2
+    assert counts_add_up(s)
+    assert 'could not be decoded' in node.output()
+
+
+def test_a_bundle_that_does_not_load_exits_cleanly_with_a_reason(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'ee_seg_ros.ros.main', '--ros-args', '-p',
+                           f'model.path:={tmp_path / "missing"}'], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    assert 'cannot start' in proc.stderr and 'is not a folder' in proc.stderr
+    assert 'Traceback' not in proc.stderr

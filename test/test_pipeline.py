@@ -1,0 +1,119 @@
+"""The frame pipeline, signals and parameter rules shared by the node and replay (no ROS)."""
+
+import math
+
+import pytest
+
+from ee_seg_ros.bundle import save_bundle
+from ee_seg_ros.control import ControllerSettings, Signals
+from ee_seg_ros.data.labels import CAMVID
+from ee_seg_ros.ros.parameters import PARAMS, check, controller_settings
+from ee_seg_ros.runtime import Frame, Pipeline, Segmenter
+from ee_seg_ros.signals import (SignalError, SignalState, battery_fraction, cpu_fraction,
+                                cpu_from_diagnostics)
+
+from conftest import random_rgb
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_model):
+    bundle = save_bundle(tmp_path / 'b', tiny_model, CAMVID)
+    return Pipeline(Segmenter(str(bundle)), ControllerSettings(latency_budget_ms=1000.0))
+
+
+def test_step_segments_and_counts(pipeline):
+    image = random_rgb(90, 125)
+    for _ in range(3):
+        pipeline.received()
+        result = pipeline.step(Frame(image, 1.5, 'cam'), Signals())
+    assert result.segmentation.labels.shape == (90, 125)
+    assert result.decision.point.policy == 'full' and result.deadline_met
+    pipeline.received()
+    pipeline.dropped()
+    c = pipeline.counts
+    assert (c.received, c.processed, c.dropped, c.rejected) == (4, 3, 1, 0) and c.balanced()
+
+
+def test_an_exception_inside_inference_rejects_only_that_frame(pipeline, monkeypatch):
+    real = pipeline.segmenter.segment
+    calls = {'n': 0}
+
+    def flaky(*args, **kwargs):
+        calls['n'] += 1
+        if calls['n'] == 2:
+            raise RuntimeError('simulated failure')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.segmenter, 'segment', flaky)
+    results = []
+    for _ in range(3):
+        pipeline.received()
+        results.append(pipeline.step(Frame(random_rgb()), Signals()))
+    assert results[1] is None and results[0] is not None and results[2] is not None
+    c = pipeline.counts
+    assert c.processed == 2 and c.rejected == 1 and c.balanced()
+    assert c.reasons['inference error'] == 1
+    assert 'simulated failure' in pipeline.last_error
+
+
+@pytest.mark.parametrize('value, scale, expected', [
+    (0.42, 'auto', 0.42), (42.0, 'auto', 0.42), (42.0, 'percent', 0.42), (1.0, 'auto', 1.0),
+    (100.0, 'auto', 1.0), (0.5, 'percent', 0.005), (math.nan, 'auto', None)])
+def test_battery_percentage_scales(value, scale, expected):
+    assert battery_fraction(value, scale) == (None if expected is None
+                                              else pytest.approx(expected))
+
+
+@pytest.mark.parametrize('value', [-1.0, math.inf, 150.0])
+def test_bad_battery_percentages_are_refused(value):
+    with pytest.raises(SignalError):
+        battery_fraction(value)
+
+
+def test_cpu_load_units_and_overload():
+    assert cpu_fraction(0.3) == (pytest.approx(0.3), None)
+    assert cpu_fraction(30.0) == (pytest.approx(0.3), None)
+    load, note = cpu_fraction(250.0)
+    assert load == 1.0 and 'above 100%' in note
+    with pytest.raises(SignalError):
+        cpu_fraction(math.nan)
+
+    class KV:
+        def __init__(self, key, value):
+            self.key, self.value = key, value
+
+    class Status:
+        values = [KV('Load Average (1min)', '0.3'), KV('CPU Load Average', '37.5%')]
+
+    assert cpu_from_diagnostics([Status()]) == pytest.approx(0.375)
+    assert cpu_from_diagnostics([]) is None
+
+
+def test_stale_inputs_count_as_unknown():
+    state = SignalState(stale_after_s=2.0)
+    state.set_battery(0.5, False, now=10.0)
+    state.set_cpu(0.9, now=10.0)
+    assert state.snapshot(11.0) == Signals(battery=0.5, charging=False, cpu_load=0.9)
+    late = state.snapshot(13.0)
+    assert late.battery is None and late.cpu_load is None and late.stale
+    assert SignalState().snapshot(0.0) == Signals()     # never received: unknown, not stale
+
+
+def test_parameter_rules():
+    defaults = {p.name: p.default for p in PARAMS}
+    for name, value in defaults.items():
+        assert check(name, value) is None, name
+    assert check('latency_budget_ms', 30) is None            # integer accepted
+    assert 'must be in' in check('latency_budget_ms', -5.0)
+    assert 'must be a number' in check('latency_budget_ms', '30')
+    assert 'must be finite' in check('latency_budget_ms', math.nan)
+    assert 'one of' in check('policy.mode', 'fast')
+    assert 'cannot parse policy' in check('policy.point', 'cbt:0.9')
+    assert 'needs 33 values' in check('palette', [1, 2, 3], num_classes=11)
+    assert check('palette', [10, 20, 30] * 11, num_classes=11) is None
+    with pytest.raises(ValueError, match='critical < low'):
+        controller_settings({**defaults, 'battery.low': 0.1, 'battery.critical': 0.2})
+    with pytest.raises(ValueError, match='mode fixed needs'):
+        controller_settings({**defaults, 'policy.mode': 'fixed'})
+    s = controller_settings({**defaults, 'latency_budget_ms': 30})
+    assert s.latency_budget_ms == 30.0 and isinstance(s.latency_budget_ms, float)
