@@ -31,6 +31,16 @@ setup(
     ],
     extras_require={
         'test': ['pytest'],
+        # ROS 2 Jazzy's rclpy, messages and Fast DDS from PyPI: a real rclpy without a ROS
+        # install (for tests, CI and pip-only users)
+        'ros-wheels': [
+            'ros-jazzy-rclpy',
+            'ros-jazzy-rmw-fastrtps-cpp',
+            'ros-jazzy-sensor-msgs',
+            'ros-jazzy-std-msgs',
+            'ros-jazzy-diagnostic-msgs',
+            'ros-jazzy-rcl-interfaces',
+        ],
     },
     tests_require=['pytest'],
     zip_safe=False,

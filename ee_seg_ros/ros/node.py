@@ -71,7 +71,7 @@ class SegmenterNode(Node):
         self._lock = threading.Lock()
         self._slot = None
         self._window = []      # (deadline met) of frames since the last summary
-        self._last_result = None
+        self._publish_ms = 0.0
         self._warned: dict[str, float] = {}
 
         intake = MutuallyExclusiveCallbackGroup()
@@ -213,6 +213,7 @@ class SegmenterNode(Node):
         if not self.enabled:
             self.pipeline.dropped()
             return
+        t0 = time.perf_counter()
         try:
             if isinstance(msg, CompressedImage):
                 rgb = compressed_to_rgb8(msg.data)
@@ -228,17 +229,19 @@ class SegmenterNode(Node):
             rgb = cv2.resize(rgb, (self.input_width, max(1, round(in_h * scale))),
                              interpolation=cv2.INTER_AREA)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        decode_ms = (time.perf_counter() - t0) * 1e3
         result = self.pipeline.step(Frame(rgb, stamp, msg.header.frame_id),
                                     self.signals.snapshot(self._now()))
         if result is None:
             self.get_logger().error(f'inference failed on a frame (counted as rejected):\n'
                                     f'{self.pipeline.last_error}')
             return
-        self._last_result = result
         self._window.append(result.deadline_met)
-        self._publish(msg.header, rgb, result, (in_h, in_w))
+        t1 = time.perf_counter()
+        self._publish(msg.header, rgb, result, (in_h, in_w), decode_ms)
+        self._publish_ms = (time.perf_counter() - t1) * 1e3
 
-    def _publish(self, header, rgb: np.ndarray, result, input_size) -> None:
+    def _publish(self, header, rgb: np.ndarray, result, input_size, decode_ms: float) -> None:
         seg = result.segmentation
         labels, conf, exits = seg.labels, seg.confidence, seg.exit_map
         if self.output_resolution == 'input' and labels.shape != input_size:
@@ -263,9 +266,12 @@ class SegmenterNode(Node):
                                                    'rgb8'))
         stats = DiagnosticArray()
         stats.header = header
+        values = self._frame_values(result)
+        values['decode_ms'] = f'{decode_ms:.3f}'
+        # publishing this very message is not included: the previous frame's figure is
+        values['publish_ms_previous'] = f'{self._publish_ms:.3f}'
         stats.status = [status(f'{self.get_fully_qualified_name()}: frame',
-                               self.get_fully_qualified_name(), OK, seg.policy,
-                               self._frame_values(result))]
+                               self.get_fully_qualified_name(), OK, seg.policy, values)]
         self.pub_stats.publish(stats)
 
     def _frame_values(self, result) -> dict[str, Any]:
