@@ -23,14 +23,17 @@ setup(
         'setuptools',
         'numpy',
         'opencv-python-headless',
-        'torch>=2.1',
         'safetensors',
         'tqdm',
         'matplotlib',
         'pyyaml',
     ],
     extras_require={
-        'test': ['pytest'],
+        # training, calibration and the torch backend (install a build for your machine first)
+        'torch': ['torch>=2.1'],
+        'test': ['pytest', 'torch>=2.1', 'onnx', 'onnxruntime'],
+        # ONNX Runtime deployment; PyTorch is then needed only to export
+        'onnx': ['onnxruntime'],
         # ROS 2 Jazzy's rclpy, messages and Fast DDS from PyPI: a real rclpy without a ROS
         # install (for tests, CI and pip-only users)
         'ros-wheels': [

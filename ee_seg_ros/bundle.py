@@ -26,6 +26,7 @@ CONFIG = 'config.json'
 LABELS = 'labels.json'
 CALIBRATION = 'calibration.json'
 PROFILE = 'profile.json'
+ONNX_META = 'onnx.json'
 MANIFEST = 'manifest.json'
 REQUIRED = (WEIGHTS, CONFIG, LABELS)
 
@@ -137,7 +138,8 @@ def write_manifest(path: Path, notes: dict[str, Any] | None = None) -> None:
     old = {}
     if (path / MANIFEST).exists():
         old = json.loads((path / MANIFEST).read_text()).get('notes', {})
-    names = [n for n in (WEIGHTS, CONFIG, LABELS, CALIBRATION, PROFILE) if (path / n).exists()]
+    names = [n for n in (WEIGHTS, CONFIG, LABELS, CALIBRATION, PROFILE, ONNX_META)
+             if (path / n).exists()]
     names += sorted(p.name for p in path.glob('*.onnx'))
     _write_json(path / MANIFEST, {
         'format': FORMAT, 'format_version': FORMAT_VERSION, 'package_version': __version__,

@@ -61,9 +61,9 @@ class _Head(Sequence):
 
 def _segmenter(args: argparse.Namespace):
     from .runtime import Segmenter
-    if getattr(args, 'backend', 'torch') != 'torch':
-        raise ValueError(f'backend {args.backend!r} is not available yet; use torch')
-    return Segmenter(args.model, device=args.device, threads=args.threads)
+    return Segmenter(args.model, device=args.device, threads=args.threads,
+                     backend=getattr(args, 'backend', 'torch'),
+                     precision=getattr(args, 'precision', 'fp32'))
 
 
 def _eval_frames(args: argparse.Namespace, segmenter):
@@ -136,6 +136,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .export_onnx import export_onnx
+    meta = export_onnx(args.model, precision=args.precision, opset=args.opset)
+    graphs = meta['precisions'][args.precision]
+    print(f'wrote {len(graphs)} {args.precision} ONNX stage graphs (opset {meta["opset"]}) '
+          f'into {args.model}: ' + ', '.join(g['file'] for g in graphs.values()))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .data.synthetic import SyntheticScenes
     from .evaluate import format_table, sweep
@@ -161,6 +170,8 @@ def _add_runtime_args(p: argparse.ArgumentParser, model_required: bool = False) 
     p.add_argument('--model', required=model_required, default=None,
                    help='bundle folder (default: the bundled model)')
     p.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'))
+    p.add_argument('--precision', default='fp32', choices=('fp32', 'int8'),
+                   help='int8: the dynamically quantised ONNX graphs (onnxruntime backend)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -215,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--quiet', action='store_true')
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser('export-onnx', help='export the network as ONNX stage graphs')
+    p.add_argument('--model', required=True, help='bundle folder (graphs are added to it)')
+    p.add_argument('--precision', default='fp32', choices=('fp32', 'int8'))
+    p.add_argument('--opset', type=int, default=17)
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser('demo', help='run the bundled model on synthetic street scenes')
     p.add_argument('--frames', type=int, default=40)

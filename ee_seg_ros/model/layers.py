@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .macs import block_macs, conv_macs, linear_macs
 
 
 class ConvBNAct(nn.Module):
@@ -35,9 +34,6 @@ class ConvBNAct(nn.Module):
         self.conv = fused
         self.bn = nn.Identity()
 
-    def macs(self, out_h: int, out_w: int) -> int:
-        c = self.conv
-        return conv_macs(out_h, out_w, c.in_channels, c.out_channels, c.kernel_size[0])
 
 
 class ResidualConv(nn.Module):
@@ -50,8 +46,6 @@ class ResidualConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.conv(x))
 
-    def macs(self, h: int, w: int) -> int:
-        return self.conv.macs(h, w)
 
 
 class Stem(nn.Module):
@@ -70,11 +64,6 @@ class Stem(nn.Module):
         f8 = self.s8(f4)
         return f4, f8, self.s16(f8)
 
-    def macs(self, h: int, w: int) -> int:
-        """MACs for an input of ``h`` x ``w`` (multiples of 16)."""
-        return (self.s2.macs(h // 2, w // 2) + self.s4.macs(h // 4, w // 4)
-                + self.s8[0].macs(h // 8, w // 8) + self.s8[1].macs(h // 8, w // 8)
-                + self.s16.macs(h // 16, w // 16))
 
 
 class Attention(nn.Module):
@@ -113,7 +102,6 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        self.mlp_ratio = mlp_ratio
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -123,8 +111,6 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), key_mask)
         return x + self.mlp(self.norm2(x))
 
-    def macs(self, n: int) -> int:
-        return block_macs(n, self.norm1.normalized_shape[0], self.mlp_ratio)
 
 
 class ExitHead(nn.Module):
@@ -147,11 +133,7 @@ class ExitHead(nn.Module):
                            align_corners=False)
         return up + self.refine(f8)
 
-    def token_macs(self, n: int) -> int:
-        return linear_macs(n, self.cls.in_features, self.cls.out_features)
 
-    def dense_macs(self, h8: int, w8: int) -> int:
-        return conv_macs(h8, w8, self.refine.in_channels, self.refine.out_channels, 1)
 
 
 class Decoder(nn.Module):
@@ -183,12 +165,3 @@ class Decoder(nn.Module):
         x = self.fuse4(F.relu(x + self.proj4(f4)))
         return self.cls(x)
 
-    def macs(self, h: int, w: int) -> int:
-        """MACs for an input of ``h`` x ``w`` (multiples of 16)."""
-        n = (h // 16) * (w // 16)
-        h8, w8, h4, w4 = h // 8, w // 8, h // 4, w // 4
-        c8, c4 = self.tok.out_features, self.cls.in_channels
-        return (linear_macs(n, self.tok.in_features, c8)
-                + conv_macs(h8, w8, self.proj8.in_channels, c8, 1) + self.fuse8.macs(h8, w8)
-                + conv_macs(h8, w8, c8, c4, 1) + conv_macs(h4, w4, self.proj4.in_channels, c4, 1)
-                + self.fuse4.macs(h4, w4) + conv_macs(h4, w4, c4, self.cls.out_channels, 1))

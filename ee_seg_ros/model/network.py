@@ -3,8 +3,8 @@
 Two forward passes share every weight:
 - ``forward_train`` runs a batch at full token count; paused tokens are hidden from attention
   with a key mask, which is numerically what removing them does.
-- ``forward_adaptive`` runs one frame and really removes stopped tokens, so later blocks run
-  on fewer tokens, and it counts the multiply-adds it executed.
+- ``forward_adaptive`` runs one frame through model.adaptive, which really removes stopped
+  tokens, so later blocks run on fewer tokens, and counts the multiply-adds it executed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import macs
+from .adaptive import AdaptiveOutput, run_adaptive
 from .config import ModelConfig
 from .layers import Block, ConvBNAct, Decoder, ExitHead, Stem
 from .policy import ExitPolicy
@@ -26,18 +28,6 @@ class TrainOutput:
     final: torch.Tensor                                  # (B, K, H/4, W/4)
     exits: list[torch.Tensor] = field(default_factory=list)         # (B, K, H/8, W/8) each
     exit_tokens: list[torch.Tensor] = field(default_factory=list)   # (B, N, K) each
-
-
-@dataclass
-class AdaptiveOutput:
-    """One frame's result at the network's padded resolution, before upsampling."""
-
-    logits: torch.Tensor          # (1, K, h, w) at 1/4 (decoder) or 1/8 (exit head)
-    exit_ids: torch.Tensor        # (gh, gw) int64: exit where each token stopped; final = E
-    exit_taken: int               # index of the exit the frame left at; E = final decoder
-    stopped_fraction: list[float]  # cumulative fraction of tokens stopped after each exit run
-    macs: int                     # multiply-adds executed
-    guard_stop: bool = False      # True when the deadline guard ended the frame
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -53,17 +43,6 @@ def token_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     conf, cls = p.max(dim=-1)
     entropy = -(p * logp).sum(dim=-1)
     return conf, cls, entropy
-
-
-def stop_mask(logits: torch.Tensor, policy: ExitPolicy,
-              class_thresholds: torch.Tensor | None) -> torch.Tensor:
-    """Which tokens stop under ``policy`` given their exit logits (..., K)."""
-    conf, cls, entropy = token_confidence(logits)
-    if policy.rule == 'entropy':
-        return entropy < policy.entropy
-    if class_thresholds is None:
-        raise ValueError(f'rule {policy.rule!r} needs class thresholds')
-    return conf > class_thresholds[cls]
 
 
 class MultiExitSegmenter(nn.Module):
@@ -182,79 +161,51 @@ class MultiExitSegmenter(nn.Module):
         """
         if x.shape[0] != 1:
             raise ValueError('forward_adaptive runs one frame at a time (batch 1)')
-        cfg = self.cfg
-        x = _pad_to(x, cfg.patch)
-        ph, pw = x.shape[-2:]
-        f4, f8, tokens, grid = self.embed(x)
-        n = tokens.shape[1]
-        macs = self.stem.macs(ph, pw)
-        num_exits = len(self.exits)
-        cap = num_exits if policy.max_exit is None else min(policy.max_exit, num_exits)
-        want_head_out = policy.exit_output == 'head'
-
-        active_idx = torch.arange(n, device=x.device)
-        feats = tokens[0]                    # full-size feature buffer, (N, C)
-        act = tokens                         # active tokens only, (1, n_act, C)
-        exit_ids = torch.full((n,), num_exits, dtype=torch.long, device=x.device)
-        head_logits = None                   # per-token logits when an exit head may output
-        stopped: list[float] = []
-        exit_taken = num_exits
-        guard_stop = False
-        stages = self.stages()
-        for s, stage in enumerate(stages):
-            for i in stage:
-                act = self.blocks[i](act)
-                macs += self.blocks[i].macs(act.shape[1])
-            if s == num_exits:
-                break
-            will_cap = s >= cap
-            if guard is not None and not will_cap and guard(s):
-                will_cap, guard_stop = True, True
-            need_head = policy.stops_tokens or (will_cap and want_head_out)
-            if need_head:
-                tl = self.exits[s].token_logits(act[0])
-                macs += self.exits[s].token_macs(act.shape[1])
-                if want_head_out:
-                    if head_logits is None:
-                        head_logits = torch.zeros(n, cfg.num_classes, device=x.device)
-                    head_logits[active_idx] = tl
-            if policy.stops_tokens:
-                stop = stop_mask(tl, policy, class_thresholds)
-                if bool(stop.any()):
-                    idx = active_idx[stop]
-                    feats = feats.index_copy(0, idx, act[0, stop]) if feats is tokens[0] \
-                        else feats.index_copy_(0, idx, act[0, stop])
-                    exit_ids[idx] = s
-                    keep = ~stop
-                    active_idx = active_idx[keep]
-                    act = act[:, keep]
-            frac = 1.0 - active_idx.numel() / n
-            stopped.append(frac)
-            ratio_exit = policy.stops_tokens and frac >= policy.frame_ratio
-            if will_cap or ratio_exit or active_idx.numel() == 0:
-                exit_taken = s
-                break
-        if active_idx.numel():
-            if active_idx.numel() == n and feats is tokens[0]:
-                feats = act[0]
-            else:
-                feats = feats.index_copy(0, active_idx, act[0]) if feats is tokens[0] \
-                    else feats.index_copy_(0, active_idx, act[0])
-        if exit_taken < num_exits and want_head_out:
-            head = self.exits[exit_taken]
-            tl_grid = head_logits.t().reshape(1, -1, *grid)
-            logits = head.dense_logits(tl_grid, f8)
-            macs += head.dense_macs(*f8.shape[-2:])
-        else:
-            logits = self.decoder(feats[None], grid, f8, f4)
-            macs += self.decoder.macs(ph, pw)
-        return AdaptiveOutput(logits=logits, exit_ids=exit_ids.reshape(grid),
-                              exit_taken=exit_taken, stopped_fraction=stopped, macs=macs,
-                              guard_stop=guard_stop)
+        x = _pad_to(x, self.cfg.patch)
+        return run_adaptive(TorchStages(self), self.cfg, x, tuple(x.shape[-2:]), policy,
+                            class_thresholds, guard)
 
     def full_macs(self, h: int, w: int) -> int:
         """MACs of the plain full-depth pass on an ``h`` x ``w`` input."""
-        h, w = h + (-h) % self.cfg.patch, w + (-w) % self.cfg.patch
-        n = (h // self.cfg.patch) * (w // self.cfg.patch)
-        return (self.stem.macs(h, w) + sum(b.macs(n) for b in self.blocks)
-                + self.decoder.macs(h, w))
+        return macs.full_macs(self.cfg, h, w)
+
+
+class TorchStages:
+    """The adaptive loop's stages on a PyTorch model (see model.adaptive)."""
+
+    def __init__(self, model: MultiExitSegmenter) -> None:
+        self.model = model
+        self.stage_blocks = [[model.blocks[i] for i in r] for r in model.stages()]
+
+    def embed(self, x):
+        f4, f8, tokens, grid = self.model.embed(x)
+        return f4, f8, tokens[0], grid
+
+    def blocks(self, stage, tokens):
+        x = tokens[None]
+        for block in self.stage_blocks[stage]:
+            x = block(x)
+        return x[0]
+
+    def exit_tokens(self, stage, tokens):
+        return self.model.exits[stage].token_logits(tokens)
+
+    def exit_dense(self, stage, token_logits, grid, f8):
+        return self.model.exits[stage].dense_logits(token_logits.t().reshape(1, -1, *grid), f8)
+
+    def decode(self, tokens, grid, f8, f4):
+        return self.model.decoder(tokens[None], grid, f8, f4)
+
+    def arange(self, n):
+        return torch.arange(n)
+
+    def full(self, n, value):
+        return torch.full((n,), value, dtype=torch.long)
+
+    def zeros(self, shape):
+        return torch.zeros(shape)
+
+    def copy(self, x):
+        return x.clone()
+
+    confidence = staticmethod(lambda logits: token_confidence(logits))

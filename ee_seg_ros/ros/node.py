@@ -62,7 +62,8 @@ class SegmenterNode(Node):
             if problem:
                 raise ValueError(f'parameter {problem}')
         segmenter = Segmenter(values['model.path'] or None, device=values['model.device'],
-                              threads=values['model.threads'])
+                              threads=values['model.threads'],
+                              backend=values['model.backend'])
         self.pipeline = Pipeline(segmenter, controller_settings(values))
         self.labels = segmenter.bundle.labels
         self.num_classes = self.labels.num_classes

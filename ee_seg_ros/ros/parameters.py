@@ -31,8 +31,9 @@ class ParamSpec:
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('model.path', '', 'Model bundle folder; empty for the bundled default model.',
               read_only=True),
-    ParamSpec('model.backend', 'torch', 'Inference backend.', read_only=True,
-              choices=('torch',)),
+    ParamSpec('model.backend', 'torch', 'Inference backend: torch, or onnxruntime (needs the '
+              'bundle exported with ee-seg export-onnx).', read_only=True,
+              choices=('torch', 'onnxruntime')),
     ParamSpec('model.device', 'cpu', 'Torch device: cpu or cuda.', read_only=True),
     ParamSpec('model.threads', 2, 'CPU threads for inference.', read_only=True, low=1, high=256),
     ParamSpec('model.input_width', 0, 'Resize frames to this width before inference '

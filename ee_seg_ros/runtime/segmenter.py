@@ -1,8 +1,8 @@
 """Run one frame at one operating point and return everything a consumer publishes.
 
-The Segmenter owns preprocessing (normalise, pad), the adaptive forward and postprocessing
-(upsample, label, confidence, exit map); the ROS node, replay, eval and bench all call it, so
-their numbers describe the same computation.
+The Segmenter owns the bundle, the policies and the outputs' form (label ids, confidence,
+exit map at the frame's resolution); a backend (PyTorch, or ONNX Runtime) runs the network. The
+ROS node, replay, eval and bench all call it, so their numbers describe the same computation.
 """
 
 from __future__ import annotations
@@ -10,18 +10,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..bundle import Bundle, BundleError, load_bundle
-from ..model import ExitPolicy
+from ..model import ExitPolicy, ModelConfig
+
+BACKENDS = ('torch', 'onnxruntime')
+
+
+@dataclass
+class BackendOutput:
+    labels: np.ndarray            # (H, W) integer class ids at the frame's resolution
+    confidence: np.ndarray        # (H, W) uint8
+    exit_ids: np.ndarray          # (gh, gw) exit where each token stopped
+    exit_taken: int
+    stopped_fraction: list[float]
+    macs: int
+    guard_stop: bool
 
 
 @dataclass
 class SegmentationResult:
-    labels: np.ndarray            # (H, W) uint8 class ids (uint16 above 255 classes)
+    labels: np.ndarray            # (H, W) uint8 class ids (uint16 above 256 classes)
     confidence: np.ndarray        # (H, W) uint8: winning class probability x 255
     exit_map: np.ndarray | None   # (H, W) uint8: exit where each pixel's patch stopped
     exit_taken: int               # exit the frame left at; num_exits = final decoder
@@ -32,24 +44,47 @@ class SegmentationResult:
     policy: str = 'full'
 
 
+def make_backend(name: str, bundle: Bundle, device: str, threads: int | None,
+                 precision: str = 'fp32') -> Any:
+    if precision != 'fp32' and name != 'onnxruntime':
+        raise ValueError(f'precision {precision} needs the onnxruntime backend')
+    if name == 'torch':
+        try:
+            from .torch_backend import TorchBackend
+        except ImportError as err:
+            if err.name != 'torch':
+                raise
+            raise BundleError('the torch backend needs PyTorch: pip install "ee_seg_ros[torch]",'
+                              ' or use the onnxruntime backend') from None
+        return TorchBackend(bundle, device, threads)
+    if name == 'onnxruntime':
+        from .onnx_backend import OnnxBackend
+        return OnnxBackend(bundle, device, threads, precision)
+    raise ValueError(f'unknown backend {name!r}; expected one of {BACKENDS}')
+
+
 class Segmenter:
-    """A loaded bundle on a device, ready to segment RGB frames."""
+    """A loaded bundle on a backend, ready to segment RGB frames."""
 
     def __init__(self, bundle: Bundle | str | None = None, device: str = 'cpu',
-                 threads: int | None = None) -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)
+                 threads: int | None = None, backend: str = 'torch',
+                 precision: str = 'fp32') -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.device = torch.device(device)
-        self.model = self.bundle.load_model(device=device)
-        cfg = self.model.cfg
-        self.num_classes = cfg.num_classes
-        self.num_exits = cfg.num_exits
-        self.mean = torch.tensor(cfg.mean, device=self.device).view(1, 3, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(cfg.std, device=self.device).view(1, 3, 1, 1)
+        self.cfg = ModelConfig.from_dict(self.bundle.config)
+        self.backend = make_backend(backend, self.bundle, device, threads, precision)
+        self.num_classes = self.cfg.num_classes
+        self.num_exits = self.cfg.num_exits
         cal = self.bundle.calibration or {}
         self.margins = np.asarray(cal['margins'], dtype=np.float32) if 'margins' in cal else None
-        self._thresholds: dict[ExitPolicy, torch.Tensor | None] = {}
+        self._thresholds: dict[ExitPolicy, np.ndarray | None] = {}
+
+    @property
+    def model(self):
+        """The PyTorch network (torch backend only: calibration and training use it)."""
+        return self.backend.model
+
+    def preprocess(self, image: np.ndarray):
+        return self.backend.preprocess(image)
 
     # -- policies ------------------------------------------------------------------------------
     def resolve(self, policy: str | ExitPolicy) -> ExitPolicy:
@@ -64,54 +99,37 @@ class Segmenter:
             return ExitPolicy.parse(profile['recommended'])
         return ExitPolicy.parse(policy)
 
-    def thresholds(self, policy: ExitPolicy) -> torch.Tensor | None:
+    def thresholds(self, policy: ExitPolicy) -> np.ndarray | None:
         if policy not in self._thresholds:
             th = None
             if policy.rule in ('global', 'cbt'):
                 if policy.rule == 'cbt' and self.margins is None:
                     raise BundleError(f'bundle {self.bundle.path} has no CBT calibration; '
                                       'run ee-seg calibrate on it first')
-                th = torch.from_numpy(policy.class_thresholds(self.margins, self.num_classes))
-            self._thresholds[policy] = None if th is None else th.to(self.device)
+                th = policy.class_thresholds(self.margins, self.num_classes)
+            self._thresholds[policy] = th
         return self._thresholds[policy]
 
     # -- one frame -----------------------------------------------------------------------------
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f'expected an RGB uint8 HxWx3 frame, got shape {image.shape} '
-                             f'dtype {image.dtype}')
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
-        return (x - self.mean) * self.inv_std
-
-    @torch.no_grad()
     def segment(self, image: np.ndarray, policy: str | ExitPolicy = 'full',
                 guard: Callable[[int], bool] | None = None, want_exit_map: bool = True
                 ) -> SegmentationResult:
         """Segment one RGB frame; outputs are at the frame's own resolution."""
         start = time.perf_counter()
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f'expected an RGB uint8 HxWx3 frame, got shape {image.shape} '
+                             f'dtype {image.dtype}')
         policy = self.resolve(policy)
+        out = self.backend.infer(image, policy, self.thresholds(policy), guard)
         h, w = image.shape[:2]
-        out = self.model.forward_adaptive(self.preprocess(image), policy,
-                                          self.thresholds(policy), guard)
-        patch = self.model.cfg.patch
-        padded = (h + (-h) % patch, w + (-w) % patch)
-        logits = F.interpolate(out.logits, size=padded, mode='bilinear',
-                               align_corners=False)[0, :, :h, :w]
-        top, labels = logits.max(dim=0)
-        # max softmax = 1 / sum(exp(l - l_max)): no full softmax tensor needed
-        conf = torch.exp(logits - top).sum(dim=0).reciprocal_()
-        label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int32
-        labels_np = labels.to(label_dtype).cpu().numpy()
-        if label_dtype != torch.uint8:
-            labels_np = labels_np.astype(np.uint16)
-        conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
+        labels = out.labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16,
+                                   copy=False)
         exit_map = None
         if want_exit_map:
-            ids = out.exit_ids.to(torch.uint8)
-            exit_map = ids.repeat_interleave(patch, 0).repeat_interleave(patch, 1)[:h, :w]
-            exit_map = exit_map.cpu().numpy()
+            p = self.cfg.patch
+            exit_map = np.repeat(np.repeat(out.exit_ids.astype(np.uint8), p, 0), p, 1)[:h, :w]
         return SegmentationResult(
-            labels=labels_np, confidence=conf_np, exit_map=exit_map, exit_taken=out.exit_taken,
-            stopped_fraction=out.stopped_fraction, gmacs=out.macs / 1e9,
-            latency_ms=(time.perf_counter() - start) * 1e3, guard_stop=out.guard_stop,
-            policy=policy.spec())
+            labels=labels, confidence=out.confidence, exit_map=exit_map,
+            exit_taken=out.exit_taken, stopped_fraction=out.stopped_fraction,
+            gmacs=out.macs / 1e9, latency_ms=(time.perf_counter() - start) * 1e3,
+            guard_stop=out.guard_stop, policy=policy.spec())

@@ -1,0 +1,170 @@
+"""The ONNX Runtime backend: the stage graphs of a bundle, orchestrated in numpy.
+
+Needs neither PyTorch nor anything that imports it: the pausing loop is model.adaptive, the
+position table comes from the safetensors weights through safetensors' numpy API, and
+upsampling is OpenCV's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from ..bundle import ONNX_META, WEIGHTS, Bundle, BundleError
+from ..model import ExitPolicy, ModelConfig
+from ..model.adaptive import numpy_confidence, run_adaptive
+
+def resize_bilinear(table: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) -> (C, H, W) bilinear with half-pixel centres, as torch's align_corners=False
+    (no antialiasing), so the position table matches the PyTorch model exactly."""
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (src - i0).astype(np.float32)
+
+    y0, y1, wy = axis(table.shape[1], size[0])
+    x0, x1, wx = axis(table.shape[2], size[1])
+    rows = table[:, y0] * (1 - wy)[None, :, None] + table[:, y1] * wy[None, :, None]
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+
+class OnnxBackend:
+    name = 'onnxruntime'
+
+    def __init__(self, bundle: Bundle, device: str = 'cpu', threads: int | None = None,
+                 precision: str = 'fp32') -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError('the onnxruntime backend needs onnxruntime: '
+                              'pip install "ee_seg_ros[onnx]"') from None
+        self.cfg = cfg = ModelConfig.from_dict(bundle.config)
+        meta_file = bundle.path / ONNX_META
+        if not meta_file.exists():
+            raise BundleError(f'bundle {bundle.path} has no ONNX graphs; run '
+                              f'ee-seg export-onnx --model {bundle.path}')
+        meta = json.loads(meta_file.read_text())
+        graphs = meta.get('precisions', {}).get(precision)
+        if not graphs:
+            raise BundleError(f'bundle {bundle.path} has no {precision} ONNX graphs; run '
+                              f'ee-seg export-onnx --model {bundle.path} --precision {precision}')
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 2
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_mem_pattern = False          # token counts change from frame to frame
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        providers = ['CPUExecutionProvider']
+        if device.startswith('cuda') and 'CUDAExecutionProvider' in \
+                ort.get_available_providers():
+            providers.insert(0, 'CUDAExecutionProvider')
+        self.sessions = {}
+        for name, spec in graphs.items():
+            file = bundle.path / spec['file']
+            try:
+                session = ort.InferenceSession(str(file), options, providers=providers)
+            except Exception as err:  # onnxruntime raises its own exception types
+                raise BundleError(f'cannot load ONNX graph {file}: {err}') from None
+            names = [i.name for i in session.get_inputs()]
+            if names != spec['inputs']:
+                raise BundleError(f'ONNX graph {file} takes inputs {names}, the bundle '
+                                  f'expects {spec["inputs"]}')
+            self.sessions[name] = session
+        self._check_shapes()
+        from safetensors.numpy import load_file
+        self.pos_embed = load_file(str(bundle.path / WEIGHTS))['pos_embed'][0]
+        self._pos: dict[tuple[int, int], np.ndarray] = {}
+        self.mean = np.asarray(cfg.mean, np.float32)
+        self.inv_std = 1.0 / np.asarray(cfg.std, np.float32)
+
+    def _check_shapes(self) -> None:
+        cfg = self.cfg
+        expected = {'stem': None, 'decoder': None}
+        expected.update({f'blocks_{s}': None for s in range(cfg.num_exits + 1)})
+        expected.update({f'exit_{s}_{k}': None for s in range(cfg.num_exits)
+                         for k in ('tokens', 'dense')})
+        missing = sorted(set(expected) - set(self.sessions))
+        if missing:
+            raise BundleError(f'ONNX graphs missing from the bundle: {missing}')
+        for s in range(cfg.num_exits + 1):
+            dim = self.sessions[f'blocks_{s}'].get_inputs()[0].shape[-1]
+            if dim != cfg.embed_dim:
+                raise BundleError(f'ONNX graph blocks_{s} works on width {dim}, the bundle '
+                                  f'config says {cfg.embed_dim}')
+        k = self.sessions['exit_0_tokens'].get_outputs()[0].shape[-1]
+        if k != cfg.num_classes:
+            raise BundleError(f'ONNX exit heads predict {k} classes, the bundle has '
+                              f'{cfg.num_classes}')
+
+    # -- stages (model.adaptive.Stages) --------------------------------------------------------
+    def _run(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
+        session = self.sessions[name]
+        return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), arrays)})
+
+    def embed(self, x: np.ndarray):
+        f4, f8, g = self._run('stem', x)
+        grid = (g.shape[2], g.shape[3])
+        pos = self._pos.get(grid)
+        if pos is None:
+            pos = resize_bilinear(self.pos_embed, grid).reshape(self.cfg.embed_dim, -1).T
+            self._pos[grid] = pos = np.ascontiguousarray(pos, dtype=np.float32)
+        tokens = g[0].reshape(self.cfg.embed_dim, -1).T + pos
+        return f4, f8, tokens, grid
+
+    def blocks(self, stage: int, tokens: np.ndarray) -> np.ndarray:
+        return self._run(f'blocks_{stage}', np.ascontiguousarray(tokens))[0]
+
+    def exit_tokens(self, stage: int, tokens: np.ndarray) -> np.ndarray:
+        return self._run(f'exit_{stage}_tokens', np.ascontiguousarray(tokens))[0]
+
+    def exit_dense(self, stage: int, token_logits: np.ndarray, grid, f8) -> np.ndarray:
+        grid_logits = np.ascontiguousarray(token_logits.T.reshape(1, -1, *grid))
+        return self._run(f'exit_{stage}_dense', grid_logits, f8)[0]
+
+    def decode(self, tokens: np.ndarray, grid, f8, f4) -> np.ndarray:
+        return self._run('decoder', np.ascontiguousarray(tokens), f8, f4)[0]
+
+    def arange(self, n: int) -> np.ndarray:
+        return np.arange(n)
+
+    def full(self, n: int, value: int) -> np.ndarray:
+        return np.full(n, value, dtype=np.int64)
+
+    def zeros(self, shape) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    confidence = staticmethod(numpy_confidence)
+
+    # -- one frame -----------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        p = self.cfg.patch
+        x = np.zeros((1, 3, h + (-h) % p, w + (-w) % p), dtype=np.float32)
+        x[0, :, :h, :w] = ((image - self.mean) * self.inv_std).transpose(2, 0, 1)
+        return x
+
+    def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
+              guard: Callable[[int], bool] | None):
+        from .segmenter import BackendOutput  # imported late: segmenter imports this module
+        h, w = image.shape[:2]
+        x = self.preprocess(image)
+        out = run_adaptive(self, self.cfg, x, x.shape[-2:], policy, thresholds, guard)
+        logits = out.logits[0].transpose(1, 2, 0)               # (h', w', K)
+        up = cv2.resize(logits, (x.shape[3], x.shape[2]), interpolation=cv2.INTER_LINEAR)
+        up = up[:h, :w]
+        labels = up.argmax(axis=2)
+        top = np.take_along_axis(up, labels[..., None], axis=2)
+        conf = 1.0 / np.exp(up - top).sum(axis=2)
+        dtype = np.uint8 if self.cfg.num_classes <= 256 else np.uint16
+        return BackendOutput(labels=labels.astype(dtype),
+                             confidence=np.round(conf * 255.0).astype(np.uint8),
+                             exit_ids=out.exit_ids, exit_taken=out.exit_taken,
+                             stopped_fraction=out.stopped_fraction, macs=out.macs,
+                             guard_stop=out.guard_stop)

@@ -1,0 +1,60 @@
+"""The PyTorch backend of the Segmenter (CPU or CUDA)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bundle import Bundle
+from ..model import ExitPolicy
+from .segmenter import BackendOutput
+
+
+class TorchBackend:
+    name = 'torch'
+
+    def __init__(self, bundle: Bundle, device: str = 'cpu', threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.model = bundle.load_model(device=device)
+        cfg = self.model.cfg
+        self.mean = torch.tensor(cfg.mean, device=self.device).view(1, 3, 1, 1)
+        self.inv_std = 1.0 / torch.tensor(cfg.std, device=self.device).view(1, 3, 1, 1)
+        self._thresholds: dict[bytes, torch.Tensor] = {}
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
+        return (x - self.mean) * self.inv_std
+
+    def _tensor(self, thresholds: np.ndarray | None) -> torch.Tensor | None:
+        if thresholds is None:
+            return None
+        key = thresholds.tobytes()
+        if key not in self._thresholds:
+            self._thresholds[key] = torch.from_numpy(thresholds).to(self.device)
+        return self._thresholds[key]
+
+    @torch.no_grad()
+    def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
+              guard: Callable[[int], bool] | None) -> BackendOutput:
+        h, w = image.shape[:2]
+        out = self.model.forward_adaptive(self.preprocess(image), policy,
+                                          self._tensor(thresholds), guard)
+        patch = self.model.cfg.patch
+        padded = (h + (-h) % patch, w + (-w) % patch)
+        logits = F.interpolate(out.logits, size=padded, mode='bilinear',
+                               align_corners=False)[0, :, :h, :w]
+        top, labels = logits.max(dim=0)
+        # max softmax = 1 / sum(exp(l - l_max)): no full softmax tensor needed
+        conf = torch.exp(logits - top).sum(dim=0).reciprocal_()
+        if self.model.cfg.num_classes <= 256:
+            labels = labels.to(torch.uint8)
+        return BackendOutput(labels=labels.cpu().numpy(),
+                             confidence=(conf * 255.0).round_().to(torch.uint8).cpu().numpy(),
+                             exit_ids=out.exit_ids.cpu().numpy(), exit_taken=out.exit_taken,
+                             stopped_fraction=out.stopped_fraction, macs=out.macs,
+                             guard_stop=out.guard_stop)
