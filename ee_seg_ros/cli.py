@@ -145,24 +145,73 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_options(args: argparse.Namespace):
+    from .replay.run import ReplayOptions
+    return ReplayOptions(image_topic=args.image_topic, labels_topic=args.labels_topic,
+                         labels_dir=args.labels_dir, battery_topic=args.battery_topic,
+                         cpu_topic=args.cpu_topic, budget_ms=args.budget_ms,
+                         policy=args.policy, timing=args.timing,
+                         compare_full=args.compare == 'full', output_storage=args.storage)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay.api import print_summary, replay_bag, replay_many
+    opts = _replay_options(args)
+    out = Path(args.out)
+    if len(args.bags) == 1:
+        report = replay_bag(args.bags[0], out, opts, args.model, args.backend, args.threads,
+                            args.overwrite)
+        print_summary(report, out)
+    else:
+        reports = replay_many(args.bags, out, opts, args.model, args.backend, args.threads,
+                              args.jobs, args.overwrite)
+        for report in reports:
+            print(f'## {report["bag"]}')
+            print_summary(report, Path(report['output_bag']).parent)
+    return 0
+
+
+def cmd_bag_from_images(args: argparse.Namespace) -> int:
+    from .replay.make_bag import bag_from_images
+    out = bag_from_images(args.images, args.out, args.labels, args.rate, args.storage,
+                          args.compressed, args.battery_trace, args.cpu_trace, args.overwrite)
+    print(f'wrote {out}')
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .replay.api import score_recording
+    from .replay.report import summary_table
+    report = score_recording(args.recorded, args.out, args.labels, args.model,
+                             args.budget_ms, args.overwrite)
+    print(summary_table(report))
+    print(f'report: {Path(args.out) / "report.md"}')
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .data.synthetic import SyntheticScenes
-    from .evaluate import format_table, sweep
-    segmenter = _segmenter(args)
-    frames = SyntheticScenes(args.frames, seed=args.seed)
-    policies = ['full', 'adaptive'] if segmenter.bundle.profile else ['full']
-    specs = [segmenter.resolve(p).spec() for p in policies]
-    stats = sweep(segmenter, frames, specs, progress=not args.quiet, desc='synthetic scenes')
-    rows = [stats[s].summary(segmenter.bundle.labels.class_names, segmenter.num_exits)
-            for s in specs]
-    for row, name in zip(rows, policies):
-        row['name'] = name
-    print(f'bundle {segmenter.bundle.path} on {args.frames} synthetic street scenes '
-          f'(seed {args.seed}):')
-    print(format_table(rows, [('name', 'policy'), ('policy', 'setting'), ('miou', 'mIoU'),
-                              ('gmacs_mean', 'GMACs'), ('latency_ms_p50', 'p50 ms'),
-                              ('latency_ms_p95', 'p95 ms'),
-                              ('stopped_fraction_mean', 'stopped')]))
+    """A short synthetic drive (battery draining, a CPU-load spike) replayed with the bundled
+    model: the README's first command."""
+    import tempfile
+
+    from .data.synthetic import write_camvid_layout
+    from .replay.api import print_summary, replay_bag
+    from .replay.make_bag import bag_from_images
+    from .replay.run import ReplayOptions
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_camvid_layout(Path(tmp), 'drive', args.frames, seed=args.seed)
+        bag = out.parent / f'{out.name}_input_bag'
+        duration = args.frames / args.rate
+        bag_from_images(Path(tmp) / 'drive', bag, Path(tmp) / 'driveannot', args.rate,
+                        battery_trace='drain:0.6,0.08',
+                        cpu_trace=f'spike:{duration * 0.25:.1f},{duration * 0.5:.1f},0.95',
+                        overwrite=True)
+    print(f'synthetic drive: {args.frames} frames at {args.rate} Hz in {bag}')
+    opts = ReplayOptions(budget_ms=args.budget_ms, policy='adaptive', compare_full=True)
+    report = replay_bag(bag, out, opts, args.model, args.backend, args.threads,
+                        overwrite=True)
+    print_summary(report, out)
     return 0
 
 
@@ -233,9 +282,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--opset', type=int, default=17)
     p.set_defaults(func=cmd_export_onnx)
 
-    p = sub.add_parser('demo', help='run the bundled model on synthetic street scenes')
-    p.add_argument('--frames', type=int, default=40)
+    p = sub.add_parser('replay', help='replay bags through the node pipeline and report')
+    p.add_argument('bags', nargs='+', help='rosbag2 folders or .mcap / .db3 files')
+    p.add_argument('--out', required=True, help='report folder (refused if it exists)')
+    p.add_argument('--overwrite', action='store_true')
+    p.add_argument('--image-topic')
+    p.add_argument('--labels-topic', help='mono8 labels, matched to frames by header stamp')
+    p.add_argument('--labels-dir', help='label PNGs matched by order, or by <stamp_ns>.png')
+    p.add_argument('--battery-topic')
+    p.add_argument('--cpu-topic', help='std_msgs/Float32 or diagnostic_msgs/DiagnosticArray')
+    p.add_argument('--budget-ms', type=float, default=100.0)
+    p.add_argument('--policy', default='adaptive',
+                   help='adaptive (the controller), full, or a fixed policy such as cbt:0.5,0.99')
+    p.add_argument('--timing', choices=('every-frame', 'realtime'), default='every-frame')
+    p.add_argument('--compare', choices=('none', 'full'), default='none')
+    p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
+                   help='output bag: sqlite3 (version 8, Humble) or mcap (version 9)')
+    p.add_argument('--jobs', type=int, default=1, help='bags replayed in parallel')
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser('bag-from-images', help='make a bag from a folder of frames')
+    p.add_argument('images')
+    p.add_argument('--out', required=True)
+    p.add_argument('--labels', help='folder of label PNGs with the frames\' names')
+    p.add_argument('--rate', type=float, default=10.0)
+    p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
+    p.add_argument('--compressed', action='store_true', help='JPEG CompressedImage frames')
+    p.add_argument('--battery-trace', help='const:V, drain:START,END or spike:T0,T1,LEVEL')
+    p.add_argument('--cpu-trace', help='const:V, drain:START,END or spike:T0,T1,LEVEL')
+    p.add_argument('--overwrite', action='store_true')
+    p.set_defaults(func=cmd_bag_from_images)
+
+    p = sub.add_parser('score', help='the replay report from a recording of the live node')
+    p.add_argument('recorded', help='bag recorded from the node (~/mask, ~/exit_stats)')
+    p.add_argument('--labels', help='bag with a labels topic, or folder of <stamp_ns>.png')
+    p.add_argument('--out', required=True)
+    p.add_argument('--model', default=None)
+    p.add_argument('--budget-ms', type=float)
+    p.add_argument('--overwrite', action='store_true')
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser('demo', help='replay a synthetic drive with the bundled model')
+    p.add_argument('--out', default='demo-out')
+    p.add_argument('--frames', type=int, default=60)
+    p.add_argument('--rate', type=float, default=5.0)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--budget-ms', type=float, default=60.0)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -245,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as err:
         print(f'ee-seg {args.command}: error: {err}', file=sys.stderr)
         return 2
 

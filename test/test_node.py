@@ -324,7 +324,7 @@ def test_bad_frames_are_rejected_counted_and_the_node_keeps_going(probe, segment
         out.summary('seg_d')['frames_rejected']) >= 2, timeout=10)
     s = out.summary('seg_d')
     assert int(s['frames_processed']) >= 2 and counts_add_up(s)
-    assert 'bad image' in s['rejected_reasons']
+    assert "bad image: unsupported image encoding 'bayer_rggb8'" in s['rejected_reasons']
     assert "unsupported image encoding 'bayer_rggb8'" in node.output()
 
 

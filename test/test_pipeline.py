@@ -52,7 +52,7 @@ def test_an_exception_inside_inference_rejects_only_that_frame(pipeline, monkeyp
     assert results[1] is None and results[0] is not None and results[2] is not None
     c = pipeline.counts
     assert c.processed == 2 and c.rejected == 1 and c.balanced()
-    assert c.reasons['inference error'] == 1
+    assert c.reasons['inference error: RuntimeError: simulated failure'] == 1
     assert 'simulated failure' in pipeline.last_error
 
 

@@ -23,7 +23,7 @@ from sensor_msgs.msg import BatteryState, CompressedImage, Image
 from std_msgs.msg import Float32
 
 from ..image_codec import ImageDecodeError, compressed_to_rgb8, to_rgb8
-from ..runtime import Frame, Pipeline, Segmenter
+from ..runtime import Frame, Pipeline, Segmenter, frame_values
 from ..signals import (CHARGING_STATUSES, SignalError, SignalState, battery_fraction,
                        cpu_fraction, cpu_from_diagnostics, local_cpu_load)
 from ..visualize import colorize, overlay, palette_array
@@ -267,29 +267,14 @@ class SegmenterNode(Node):
                                                    'rgb8'))
         stats = DiagnosticArray()
         stats.header = header
-        values = self._frame_values(result)
+        values = frame_values(result, self.signals.snapshot(self._now()),
+                              self.pipeline.counts)
         values['decode_ms'] = f'{decode_ms:.3f}'
         # publishing this very message is not included: the previous frame's figure is
         values['publish_ms_previous'] = f'{self._publish_ms:.3f}'
         stats.status = [status(f'{self.get_fully_qualified_name()}: frame',
                                self.get_fully_qualified_name(), OK, seg.policy, values)]
         self.pub_stats.publish(stats)
-
-    def _frame_values(self, result) -> dict[str, Any]:
-        seg, d = result.segmentation, result.decision
-        sig = self.signals.snapshot(self._now())
-        c = self.pipeline.counts
-        return {'exit_taken': seg.exit_taken,
-                'stopped_fraction': f'{seg.stopped_fraction[-1] if seg.stopped_fraction else 0:.4f}',
-                'gmacs': f'{seg.gmacs:.4f}', 'latency_ms': f'{seg.latency_ms:.2f}',
-                'budget_ms': f'{d.budget_ms:.2f}', 'deadline_met': result.deadline_met,
-                'guard_stop': seg.guard_stop, 'operating_point': d.point.policy,
-                'battery': 'unknown' if sig.battery is None else f'{sig.battery:.3f}',
-                'battery_tier': d.battery_tier,
-                'cpu_load': 'unknown' if sig.cpu_load is None else f'{sig.cpu_load:.3f}',
-                'cpu_tier': d.cpu_tier, 'frames_received': c.received,
-                'frames_processed': c.processed, 'frames_dropped': c.dropped,
-                'frames_rejected': c.rejected}
 
     # -- telemetry -----------------------------------------------------------------------------
     def _publish_summary(self) -> None:

@@ -2,6 +2,7 @@
 Pipeline (controller + segmenter + statistics) shared by the node and replay."""
 
 from .segmenter import SegmentationResult, Segmenter
-from .pipeline import Frame, FrameCounts, Pipeline, StepResult  # noqa: I100
+from .pipeline import Frame, FrameCounts, Pipeline, StepResult, frame_values  # noqa: I100
 
-__all__ = ['Frame', 'FrameCounts', 'Pipeline', 'SegmentationResult', 'Segmenter', 'StepResult']
+__all__ = ['Frame', 'FrameCounts', 'Pipeline', 'SegmentationResult', 'Segmenter', 'StepResult',
+           'frame_values']

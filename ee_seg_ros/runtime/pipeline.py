@@ -78,7 +78,7 @@ class Pipeline:
 
     def rejected(self, reason: str) -> None:
         self.counts.rejected += 1
-        self.counts.reasons[reason.split(':')[0][:60]] += 1
+        self.counts.reasons[reason.split(';')[0].split(' (')[0][:80]] += 1
 
     # -- one frame ------------------------------------------------------------------------------
     def step(self, frame: Frame, signals: Signals | None = None) -> StepResult | None:
@@ -103,8 +103,25 @@ class Pipeline:
         if decision.point.gmacs > 0 and seg.gmacs > 0:
             expected = decision.point.latency_ms * seg.gmacs / decision.point.gmacs
         self.controller.observe(latency, expected)
-        met = latency <= decision.budget_ms
+        met = latency <= self.controller.settings.latency_budget_ms
         self.counts.processed += 1
         self.counts.deadline_hits += int(met)
         self.counts.guard_stops += int(seg.guard_stop)
         return StepResult(frame, seg, decision, met)
+
+
+def frame_values(result: StepResult, signals: Signals, counts: FrameCounts) -> dict:
+    """Per-frame statistics as the node publishes them on ~/exit_stats (and replay writes
+    them to its output bag, so ``ee-seg score`` reads both alike)."""
+    seg, d = result.segmentation, result.decision
+    return {'exit_taken': seg.exit_taken,
+            'stopped_fraction': f'{seg.stopped_fraction[-1] if seg.stopped_fraction else 0:.4f}',
+            'gmacs': f'{seg.gmacs:.4f}', 'latency_ms': f'{seg.latency_ms:.2f}',
+            'budget_ms': f'{d.budget_ms:.2f}', 'deadline_met': result.deadline_met,
+            'guard_stop': seg.guard_stop, 'operating_point': d.point.policy,
+            'battery': 'unknown' if signals.battery is None else f'{signals.battery:.3f}',
+            'battery_tier': d.battery_tier,
+            'cpu_load': 'unknown' if signals.cpu_load is None else f'{signals.cpu_load:.3f}',
+            'cpu_tier': d.cpu_tier, 'frames_received': counts.received,
+            'frames_processed': counts.processed, 'frames_dropped': counts.dropped,
+            'frames_rejected': counts.rejected}

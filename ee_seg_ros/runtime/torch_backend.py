@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -11,6 +12,9 @@ import torch.nn.functional as F
 from ..bundle import Bundle
 from ..model import ExitPolicy
 from .segmenter import BackendOutput
+
+# Frames decoded zero-copy from messages are read-only views; they are only read here.
+warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
 
 
 class TorchBackend:

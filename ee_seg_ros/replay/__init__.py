@@ -1,0 +1,1 @@
+"""Rosbag replay evaluation: recorded drives through the node's exact Pipeline, without ROS."""

@@ -1,0 +1,211 @@
+"""Turning a replay into figures: report.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime import FrameCounts
+from ..visualize import colorize, overlay, palette_array
+
+
+def _pct(values, q):
+    return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+
+def build_report(state, counts: FrameCounts, opts, segmenter, bag: str, out_bag: str) -> dict:
+    names = segmenter.bundle.labels.class_names
+    series = state.series
+    lat = np.array([r['latency_ms'] for r in series])
+    points = [r['point'] for r in series]
+    exits = np.bincount([r['exit'] for r in series], minlength=segmenter.num_exits + 1) \
+        if series else np.zeros(segmenter.num_exits + 1, int)
+    profile = segmenter.bundle.profile or {}
+    full_lat = (float(np.mean(state.full_latency_ms)) if state.full_latency_ms
+                else profile.get('full_latency_ms_p50'))
+    scored = int(state.confusion.mat.sum() > 0)
+    report = {
+        'bag': bag, 'output_bag': out_bag, 'policy': opts.policy, 'budget_ms': opts.budget_ms,
+        'timing': opts.timing, 'topics': state.topics,
+        'frames_received': counts.received, 'frames_processed': counts.processed,
+        'frames_dropped': counts.dropped, 'frames_rejected': counts.rejected,
+        'rejected_reasons': dict(counts.reasons),
+        'frames_accounted': counts.balanced(),
+        'latency_ms_p50': _pct(lat, 50), 'latency_ms_p95': _pct(lat, 95),
+        'latency_ms_p99': _pct(lat, 99),
+        'latency_ms_mean': round(float(lat.mean()), 3) if lat.size else None,
+        'deadline_hit_rate': round(float((lat <= opts.budget_ms).mean()), 4)
+        if lat.size else None,
+        'guard_stops': counts.guard_stops,
+        'gmacs_mean': round(float(np.mean([r['gmacs'] for r in series])), 4)
+        if series else None,
+        'speedup_over_full': round(full_lat / float(lat.mean()), 3)
+        if lat.size and full_lat else None,
+        'speedup_reference': 'measured full depth on the same frames (--compare full)'
+        if state.full_latency_ms else 'the bundle profile\'s full-depth latency',
+        'exit_histogram': {**{f'exit{i}': int(v) for i, v in enumerate(exits[:-1])},
+                           'final': int(exits[-1])},
+        'stopped_fraction_mean': round(float(np.mean([r['stopped'] for r in series])), 4)
+        if series else None,
+        'operating_point_switches': sum(a != b for a, b in zip(points, points[1:])),
+        'operating_points_used': {p: points.count(p) for p in dict.fromkeys(points)},
+        'miou': round(state.confusion.miou() * 100, 3) if scored else None,
+        'per_class_iou': {n: (None if np.isnan(v) else round(float(v) * 100, 3))
+                          for n, v in zip(names, state.confusion.per_class_iou())}
+        if scored else None,
+        'frames_scored': counts.processed - state.frames_without_label
+        - sum(state.label_rejections.values()),
+        'frames_without_label': state.frames_without_label,
+        'label_rejections': dict(state.label_rejections),
+        'labels_without_frame': state.labels_without_frame,
+        'agreement_miou_with_full': round(state.agreement.miou() * 100, 3)
+        if state.agreement is not None and state.agreement.mat.sum() else None,
+        'signal_notes': dict(state.signal_notes),
+        'wall_s': round(state.wall_s, 2),
+        'series': series,
+    }
+    return report
+
+
+def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    series = report['series']
+    files = {}
+    if series:
+        t = np.array([r['bag_time_s'] for r in series])
+        t = t - t[0]
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        ax.plot(t, [r['latency_ms'] for r in series], '.', ms=3, label='latency')
+        ax.axhline(report['budget_ms'], color='red', lw=1, label='budget')
+        ax.plot(t, [r['budget_ms'] for r in series], color='orange', lw=1,
+                label='effective budget')
+        ax.set_xlabel('bag time (s)')
+        ax.set_ylabel('ms')
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / 'latency.png', dpi=100)
+        plt.close(fig)
+        files['latency'] = 'latency.png'
+
+        order = {p['policy']: i for i, p in enumerate((segmenter.bundle.profile or {})
+                                                       .get('points', []))}
+        fig, axes = plt.subplots(3, 1, figsize=(8, 5), sharex=True)
+        axes[0].plot(t, [order.get(r['point'], -1) for r in series], drawstyle='steps-post')
+        axes[0].set_ylabel('point\n(cheap→full)')
+        axes[1].plot(t, [np.nan if r['battery'] is None else r['battery'] * 100
+                         for r in series])
+        axes[1].set_ylabel('battery %')
+        axes[2].plot(t, [np.nan if r['cpu_load'] is None else r['cpu_load'] * 100
+                         for r in series])
+        axes[2].set_ylabel('CPU %')
+        axes[2].set_xlabel('bag time (s)')
+        for a in axes:
+            a.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / 'policy.png', dpi=100)
+        plt.close(fig)
+        files['policy'] = 'policy.png'
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    hist = report['exit_histogram']
+    ax.bar(list(hist), list(hist.values()))
+    ax.set_ylabel('frames')
+    ax.set_title('exit taken')
+    fig.tight_layout()
+    fig.savefig(out / 'exits.png', dpi=100)
+    plt.close(fig)
+    files['exits'] = 'exits.png'
+
+    profile = (segmenter.bundle.profile or {}).get('points', [])
+    if profile or report['miou'] is not None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        if profile:
+            ax.plot([p['gmacs_mean'] for p in profile], [p['miou'] for p in profile], 'o-',
+                    ms=3, label=f'profile ({segmenter.bundle.profile.get("split", "")})')
+        if report['miou'] is not None:
+            ax.plot([report['gmacs_mean']], [report['miou']], 'r*', ms=12, label='this replay')
+        ax.set_xlabel('executed GMACs per frame')
+        ax.set_ylabel('mIoU (%)')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / 'miou_vs_cost.png', dpi=100)
+        plt.close(fig)
+        files['miou_vs_cost'] = 'miou_vs_cost.png'
+
+    if state.samples:
+        import cv2
+        lut = palette_array(segmenter.bundle.labels.palette, segmenter.num_classes)
+        rows = []
+        for rgb, labels in state.samples:
+            colours = colorize(labels, lut)
+            row = np.concatenate([rgb, colours, overlay(rgb, colours, 0.5)], axis=1)
+            scale = 720 / row.shape[1]
+            rows.append(cv2.resize(row, (720, round(row.shape[0] * scale)),
+                                   interpolation=cv2.INTER_AREA))
+        strip = np.concatenate(rows, axis=0)
+        cv2.imwrite(str(out / 'samples.png'), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+        files['samples'] = 'samples.png'
+    return files
+
+
+SUMMARY_ROWS = [('frames received / processed / dropped / rejected', None),
+                ('mIoU (%)', 'miou'), ('agreement with full depth, mIoU (%)',
+                                       'agreement_miou_with_full'),
+                ('latency p50 / p95 / p99 (ms)', None), ('deadline hit rate', 'deadline_hit_rate'),
+                ('executed GMACs per frame', 'gmacs_mean'),
+                ('speed-up over full depth', 'speedup_over_full'),
+                ('stopped fraction', 'stopped_fraction_mean'),
+                ('operating-point switches', 'operating_point_switches'),
+                ('guard stops', 'guard_stops')]
+
+
+def summary_table(report: dict) -> str:
+    lines = ['| | |', '|---|---|']
+    for title, key in SUMMARY_ROWS:
+        if key is None and title.startswith('frames'):
+            value = (f"{report['frames_received']} / {report['frames_processed']} / "
+                     f"{report['frames_dropped']} / {report['frames_rejected']}")
+        elif key is None:
+            value = (f"{report['latency_ms_p50']} / {report['latency_ms_p95']} / "
+                     f"{report['latency_ms_p99']}")
+        else:
+            value = report.get(key)
+            if value is None:
+                continue
+            if key == 'deadline_hit_rate':
+                value = f'{value * 100:.1f}% (budget {report["budget_ms"]} ms)'
+        lines.append(f'| {title} | {value} |')
+    return '\n'.join(lines)
+
+
+def write_report(report: dict, files: dict[str, str], out: Path) -> None:
+    (out / 'report.json').write_text(json.dumps(report, indent=1) + '\n')
+    md = [f'# Replay of `{report["bag"]}`', '',
+          f'Policy `{report["policy"]}`, budget {report["budget_ms"]} ms, timing '
+          f'`{report["timing"]}`; topics: ' +
+          ', '.join(f'{k} `{v}`' for k, v in report['topics'].items() if v) + '.', '',
+          summary_table(report), '']
+    if report['rejected_reasons']:
+        md += ['Rejected frames: ' + ', '.join(f'{k} ({v})' for k, v in
+                                               report['rejected_reasons'].items()), '']
+    if report['label_rejections'] or report['frames_without_label']:
+        md += [f'Frames without a label: {report["frames_without_label"]}; labels refused: '
+               + (', '.join(f'{k} ({v})' for k, v in report['label_rejections'].items())
+                  or 'none'), '']
+    if report['per_class_iou']:
+        md += ['| class | IoU (%) |', '|---|---|'] + [
+            f'| {k} | {v} |' for k, v in report['per_class_iou'].items()] + ['']
+    titles = {'latency': 'Latency per frame against the budget',
+              'policy': 'Operating point, battery and CPU load over time',
+              'exits': 'Exit histogram', 'miou_vs_cost': 'mIoU against cost',
+              'samples': 'Sample frames: image, mask, overlay'}
+    for key, title in titles.items():
+        if key in files:
+            md += [f'## {title}', '', f'![{title}]({files[key]})', '']
+    (out / 'report.md').write_text('\n'.join(md))
