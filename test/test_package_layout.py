@@ -33,6 +33,17 @@ def test_ament_layout():
     assert 'install_scripts=$base/lib/ee_seg_ros' in cfg
 
 
+def test_replay_launch_file_declares_its_arguments():
+    pytest.importorskip('launch_ros', reason='launch_ros needs a ROS 2 install')
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('replay_launch',
+                                                  ROOT / 'launch' / 'replay.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {a.name for a in module.generate_launch_description().get_launch_arguments()}
+    assert {'bag', 'record', 'image_topic', 'latency_budget_ms'} <= names
+
+
 def test_launch_file_declares_its_arguments():
     pytest.importorskip('launch_ros', reason='launch_ros needs a ROS 2 install')
     import importlib.util
