@@ -24,6 +24,7 @@ setup(
         'numpy',
         'opencv-python-headless',
         'safetensors',
+        'rosbags>=0.10',
         'tqdm',
         'matplotlib',
         'pyyaml',
