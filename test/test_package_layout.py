@@ -33,28 +33,23 @@ def test_ament_layout():
     assert 'install_scripts=$base/lib/ee_seg_ros' in cfg
 
 
-def test_replay_launch_file_declares_its_arguments():
+def _launch_arguments(name: str) -> set[str]:
     pytest.importorskip('launch_ros', reason='launch_ros needs a ROS 2 install')
     import importlib.util
-    spec = importlib.util.spec_from_file_location('replay_launch',
-                                                  ROOT / 'launch' / 'replay.launch.py')
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'launch' / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    names = {a.name for a in module.generate_launch_description().get_launch_arguments()}
-    assert {'bag', 'record', 'image_topic', 'latency_budget_ms'} <= names
+    return {a.name for a in module.generate_launch_description().get_launch_arguments()}
+
+
+def test_replay_launch_file_declares_its_arguments():
+    assert {'bag', 'record', 'image_topic', 'latency_budget_ms'} <= _launch_arguments(
+        'replay.launch.py')
 
 
 def test_launch_file_declares_its_arguments():
-    pytest.importorskip('launch_ros', reason='launch_ros needs a ROS 2 install')
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('seg_launch',
-                                                  ROOT / 'launch' / 'segmenter.launch.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ld = module.generate_launch_description()
-    names = {a.name for a in ld.get_launch_arguments()}
-    assert names == {'params_file', 'namespace', 'image_topic', 'latency_budget_ms',
-                     'use_sim_time'}
+    assert _launch_arguments('segmenter.launch.py') == {
+        'params_file', 'namespace', 'image_topic', 'latency_budget_ms', 'use_sim_time'}
 
 
 @pytest.mark.skipif(shutil.which('ros2') is None, reason='ros2 launch needs a ROS 2 install')

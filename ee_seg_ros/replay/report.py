@@ -69,6 +69,19 @@ def build_report(state, counts: FrameCounts, opts, segmenter, bag: str, out_bag:
     return report
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, out: Path, name: str,
+            files: dict[str, str]) -> None:
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f'{name}.png', dpi=100)
+    plt.close(fig)
+    files[name] = f'{name}.png'
+
+
 def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
     import matplotlib
     matplotlib.use('Agg')
@@ -83,14 +96,7 @@ def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
         ax.axhline(report['budget_ms'], color='red', lw=1, label='budget')
         ax.plot(t, [r['budget_ms'] for r in series], color='orange', lw=1,
                 label='effective budget')
-        ax.set_xlabel('bag time (s)')
-        ax.set_ylabel('ms')
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / 'latency.png', dpi=100)
-        plt.close(fig)
-        files['latency'] = 'latency.png'
+        _finish(fig, ax, 'bag time (s)', 'ms', out, 'latency', files)
 
         order = {p['policy']: i for i, p in enumerate((segmenter.bundle.profile or {})
                                                        .get('points', []))}
@@ -129,14 +135,7 @@ def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
                     ms=3, label=f'profile ({segmenter.bundle.profile.get("split", "")})')
         if report['miou'] is not None:
             ax.plot([report['gmacs_mean']], [report['miou']], 'r*', ms=12, label='this replay')
-        ax.set_xlabel('executed GMACs per frame')
-        ax.set_ylabel('mIoU (%)')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / 'miou_vs_cost.png', dpi=100)
-        plt.close(fig)
-        files['miou_vs_cost'] = 'miou_vs_cost.png'
+        _finish(fig, ax, 'executed GMACs per frame', 'mIoU (%)', out, 'miou_vs_cost', files)
 
     if state.samples:
         import cv2
