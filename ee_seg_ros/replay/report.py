@@ -100,6 +100,7 @@ def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
 
         order = {p['policy']: i for i, p in enumerate((segmenter.bundle.profile or {})
                                                        .get('points', []))}
+        order.setdefault('full', len(order))     # the controller always has full depth
         fig, axes = plt.subplots(3, 1, figsize=(8, 5), sharex=True)
         axes[0].plot(t, [order.get(r['point'], -1) for r in series], drawstyle='steps-post')
         axes[0].set_ylabel('point\n(cheap→full)')
