@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.val_split:
         val = load_split(args.dataset, args.root, args.val_split).load_all()
     cfg = TrainConfig(out_dir=args.out, minutes=_floats(args.minutes), batch=args.batch,
-                      threads=args.threads, device=args.device, seed=args.seed)
+                      threads=args.threads, device=args.device, seed=args.seed,
+                      **({'lr': _floats(args.lr)} if args.lr else {}),
+                      **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
+                         if args.init_from else {}))
     trainer = Trainer(cfg, train.spec, images, labels, val)
+    if args.init_from:
+        from .bundle import load_bundle
+        bundle = load_bundle(args.init_from)
+        if bundle.labels.num_classes != train.spec.num_classes:
+            raise ValueError(f'{args.init_from} predicts {bundle.labels.num_classes} classes, '
+                             f'the dataset has {train.spec.num_classes}')
+        trainer.model.load_state_dict(bundle.load_model(fuse=False).state_dict())
+        print(f'starting from the weights of {args.init_from}')
     if args.resume and trainer.resume():
         print(f'resumed from {trainer.ckpt_path} at stage {trainer.stage + 1}, '
               f'{trainer.stage_elapsed / 60:.1f} min in')
@@ -243,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--resume', action='store_true', help='continue from the run folder')
+    p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
+    p.add_argument('--lr', help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='evaluate a bundle at one policy on a labelled split')
