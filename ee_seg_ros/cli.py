@@ -35,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val = load_split(args.dataset, args.root, args.val_split).load_all()
     cfg = TrainConfig(out_dir=args.out, minutes=_floats(args.minutes), batch=args.batch,
                       threads=args.threads, device=args.device, seed=args.seed,
+                      pause_range=_floats(args.pause_range),
                       **({'lr': _floats(args.lr)} if args.lr else {}),
                       **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
                          if args.init_from else {}))
@@ -257,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--resume', action='store_true', help='continue from the run folder')
     p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
     p.add_argument('--lr', help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
+    p.add_argument('--pause-range', default='0.3,1.0',
+                   help='stage 3: range of the per-image confidence thresholds that pause tokens')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='evaluate a bundle at one policy on a labelled split')

@@ -39,6 +39,7 @@ class TrainConfig:
     crop: tuple[int, int] = (256, 352)
     scale: tuple[float, float] = (0.75, 1.5)
     aux_weight: float = 0.4
+    pause_range: tuple[float, float] = (0.3, 1.0)   # stage 3: per-image pause thresholds
     threads: int = 2
     device: str = 'auto'
     seed: int = 0
@@ -162,7 +163,7 @@ class Trainer:
                        for e, t in zip(out.exits, out.exit_tokens))
         m.eval()
         m.decoder.train()
-        thr = torch.empty(x.shape[0], device=x.device).uniform_(0.3, 1.0)
+        thr = torch.empty(x.shape[0], device=x.device).uniform_(*self.cfg.pause_range)
         thr[torch.rand(x.shape[0], device=x.device) < 0.2] = 1.01   # some frames unpaused
         out = m.forward_train(x, pause_thresholds=thr)
         return seg_ce(out.final, y, self.weight)
