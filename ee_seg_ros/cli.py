@@ -26,8 +26,8 @@ def load_split(dataset: str, root: str, split: str):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .bundle import save_bundle
     from .train.trainer import Trainer, TrainConfig
-    from .train.export import export_bundle
     train = load_split(args.dataset, args.root, args.split)
     images, labels = train.load_all()
     val = None
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f'resumed from {trainer.ckpt_path} at stage {trainer.stage + 1}, '
               f'{trainer.stage_elapsed / 60:.1f} min in')
     model = trainer.run()
-    bundle = export_bundle(model, train.spec, Path(args.out) / 'bundle')
+    bundle = save_bundle(Path(args.out) / 'bundle', model, train.spec)
     print(f'bundle written to {bundle} (calibrate it next: ee-seg calibrate --model {bundle})')
     return 0
 

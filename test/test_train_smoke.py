@@ -2,10 +2,10 @@
 
 import numpy as np
 
+from ee_seg_ros.bundle import save_bundle
 from ee_seg_ros.data.synthetic import SyntheticScenes
 from ee_seg_ros.evaluate import sweep
 from ee_seg_ros.runtime import Segmenter
-from ee_seg_ros.train.export import export_bundle
 from ee_seg_ros.train.trainer import Trainer, TrainConfig
 
 from conftest import TINY
@@ -20,7 +20,7 @@ def test_tiny_model_learns_synthetic_scenes(tmp_path):
                       scale=(0.8, 1.25), eval_every_min=99, model=dict(TINY))
     trainer = Trainer(cfg, train.spec, images, labels)
     model = trainer.run()
-    bundle = export_bundle(model, train.spec, tmp_path / 'bundle')
+    bundle = save_bundle(tmp_path / 'bundle', model, train.spec)
 
     segmenter = Segmenter(str(bundle))
     held_out = SyntheticScenes(12, seed=99, size=size)

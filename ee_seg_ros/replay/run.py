@@ -238,7 +238,8 @@ class Replayer:
             return 0
         stamp = stamp_ns(msg)
         result = self.pipeline.step(Frame(rgb, stamp * 1e-9, msg.header.frame_id),
-                                    self.signals.snapshot(m.time_ns * 1e-9))
+                                    self.signals.snapshot(m.time_ns * 1e-9),
+                                    want_exit_map=False)
         if result is None:
             return 0
         seg, d = result.segmentation, result.decision

@@ -232,7 +232,8 @@ class SegmenterNode(Node):
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         decode_ms = (time.perf_counter() - t0) * 1e3
         result = self.pipeline.step(Frame(rgb, stamp, msg.header.frame_id),
-                                    self.signals.snapshot(self._now()))
+                                    self.signals.snapshot(self._now()),
+                                    want_exit_map=self.pub_exit.get_subscription_count() > 0)
         if result is None:
             self.get_logger().error(f'inference failed on a frame (counted as rejected):\n'
                                     f'{self.pipeline.last_error}')
@@ -249,12 +250,13 @@ class SegmenterNode(Node):
             size = (input_size[1], input_size[0])
             labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
             conf = cv2.resize(conf, size, interpolation=cv2.INTER_LINEAR)
-            exits = cv2.resize(exits, size, interpolation=cv2.INTER_NEAREST)
+            if exits is not None:
+                exits = cv2.resize(exits, size, interpolation=cv2.INTER_NEAREST)
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
         mask_encoding = 'mono8' if labels.dtype == np.uint8 else '16UC1'
         self.pub_mask.publish(image_msg(header, labels, mask_encoding))
         self.pub_conf.publish(image_msg(header, conf, 'mono8'))
-        if self.pub_exit.get_subscription_count():
+        if exits is not None:
             self.pub_exit.publish(image_msg(header, exits, 'mono8'))
         want_color = self.pub_color.get_subscription_count()
         want_overlay = self.pub_overlay.get_subscription_count()

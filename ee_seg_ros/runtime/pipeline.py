@@ -81,7 +81,8 @@ class Pipeline:
         self.counts.reasons[reason.split(';')[0].split(' (')[0][:80]] += 1
 
     # -- one frame ------------------------------------------------------------------------------
-    def step(self, frame: Frame, signals: Signals | None = None) -> StepResult | None:
+    def step(self, frame: Frame, signals: Signals | None = None,
+             want_exit_map: bool = True) -> StepResult | None:
         """Segment one received frame. An exception inside inference rejects this frame
         (counted, with its reason) and leaves the pipeline ready for the next one."""
         start = time.perf_counter()
@@ -92,7 +93,8 @@ class Pipeline:
             guard = self.controller.guard(start, decision.budget_ms,
                                           decoder_after=policy.exit_output == 'decoder')
         try:
-            seg = self.segmenter.segment(frame.image, policy, guard=guard)
+            seg = self.segmenter.segment(frame.image, policy, guard=guard,
+                                         want_exit_map=want_exit_map)
         except Exception as err:  # noqa: BLE001 - one bad frame must not stop the stream
             self.rejected(f'inference error: {type(err).__name__}: {err}')
             self.last_error = traceback.format_exc()
