@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .bundle import ONNX_META, load_bundle, write_manifest
@@ -68,6 +69,22 @@ class _Decoder(nn.Module):
         return self.decoder(tokens[None], grid, f8, f4)
 
 
+class _Postprocess(nn.Module):
+    """Upsample logits to the padded input, then class ids and winning probability: done in
+    the graph because in numpy it cost more than the decoder itself."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, logits):
+        up = F.interpolate(logits, scale_factor=float(self.scale), mode='bilinear',
+                           align_corners=False)
+        top, labels = up.max(dim=1)
+        conf = torch.exp(up - top[:, None]).sum(dim=1).reciprocal()
+        return labels, conf
+
+
 def graph_specs(model, size: tuple[int, int] = (96, 128)) -> dict[str, tuple]:
     """name -> (module, example inputs, input names, output names, dynamic axes)."""
     cfg = model.cfg
@@ -95,6 +112,13 @@ def graph_specs(model, size: tuple[int, int] = (96, 128)) -> dict[str, tuple]:
     specs['decoder'] = (_Decoder(model.decoder), (tok, f8, f4), ['tokens', 'f8', 'f4'],
                         ['logits'], {'tokens': {0: 'n'}, 'f8': {2: 'h8', 3: 'w8'},
                                      'f4': {2: 'h4', 3: 'w4'}, 'logits': {2: 'h4', 3: 'w4'}})
+    for scale in (4, 8):
+        k = cfg.num_classes
+        example = torch.zeros(1, k, h // scale, w // scale)
+        specs[f'post_{scale}'] = (_Postprocess(scale), (example,), ['logits'],
+                                  ['labels', 'confidence'],
+                                  {'logits': {2: 'lh', 3: 'lw'}, 'labels': {1: 'h', 2: 'w'},
+                                   'confidence': {1: 'h', 2: 'w'}})
     return specs
 
 

@@ -156,12 +156,17 @@ class OnnxBackend:
         h, w = image.shape[:2]
         x = self.preprocess(image)
         out = run_adaptive(self, self.cfg, x, x.shape[-2:], policy, thresholds, guard)
-        logits = out.logits[0].transpose(1, 2, 0)               # (h', w', K)
-        up = cv2.resize(logits, (x.shape[3], x.shape[2]), interpolation=cv2.INTER_LINEAR)
-        up = up[:h, :w]
-        labels = up.argmax(axis=2)
-        top = np.take_along_axis(up, labels[..., None], axis=2)
-        conf = 1.0 / np.exp(up - top).sum(axis=2)
+        post = f'post_{x.shape[2] // out.logits.shape[2]}'
+        if post in self.sessions:
+            labels, conf = self._run(post, np.ascontiguousarray(out.logits))
+            labels, conf = labels[0, :h, :w], conf[0, :h, :w]
+        else:  # bundles exported before the postprocessing graphs
+            logits = out.logits[0].transpose(1, 2, 0)               # (h', w', K)
+            up = cv2.resize(logits, (x.shape[3], x.shape[2]),
+                            interpolation=cv2.INTER_LINEAR)[:h, :w]
+            labels = up.argmax(axis=2)
+            top = np.take_along_axis(up, labels[..., None], axis=2)
+            conf = 1.0 / np.exp(up - top).sum(axis=2)
         dtype = np.uint8 if self.cfg.num_classes <= 256 else np.uint16
         return BackendOutput(labels=labels.astype(dtype),
                              confidence=np.round(conf * 255.0).astype(np.uint8),
