@@ -33,9 +33,10 @@ def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str
         replayer = Replayer(reader, out / 'output_bag', segmenter, opts, log)
         state = replayer.run()
         counts = replayer.pipeline.counts
-    report = build_report(state, counts, opts, segmenter, str(bag), str(out / 'output_bag'))
+    report = build_report(state, counts, opts, segmenter.bundle, str(bag),
+                          str(out / 'output_bag'))
     report['backend'] = backend
-    files = write_plots(report, state, segmenter, out)
+    files = write_plots(report, state, segmenter.bundle, out)
     write_report(report, files, out)
     return report
 
@@ -157,14 +158,9 @@ def score_recording(recorded: str | Path, out: str | Path, labels: str | None = 
         counts.guard_stops += row.get('guard_stop') == 'True'
     opts = ReplayOptions(budget_ms=budget, policy='recorded from the node', timing='live')
 
-    class _Seg:   # what build_report needs of a segmenter
-        pass
-    seg = _Seg()
-    seg.bundle, seg.num_exits = bundle, len(bundle.config['exit_after'])
-    seg.num_classes = k
-    report = build_report(state, counts, opts, seg, str(recorded), str(recorded))
+    report = build_report(state, counts, opts, bundle, str(recorded), str(recorded))
     report['frames_accounted'] = counts.balanced()
-    files = write_plots(report, state, seg, out)
+    files = write_plots(report, state, bundle, out)
     write_report(report, files, out)
     return report
 

@@ -15,14 +15,15 @@ def _pct(values, q):
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
-def build_report(state, counts: FrameCounts, opts, segmenter, bag: str, out_bag: str) -> dict:
-    names = segmenter.bundle.labels.class_names
+def build_report(state, counts: FrameCounts, opts, bundle, bag: str, out_bag: str) -> dict:
+    names = bundle.labels.class_names
+    num_exits = len(bundle.config['exit_after'])
     series = state.series
     lat = np.array([r['latency_ms'] for r in series])
     points = [r['point'] for r in series]
-    exits = np.bincount([r['exit'] for r in series], minlength=segmenter.num_exits + 1) \
-        if series else np.zeros(segmenter.num_exits + 1, int)
-    profile = segmenter.bundle.profile or {}
+    exits = np.bincount([r['exit'] for r in series], minlength=num_exits + 1) \
+        if series else np.zeros(num_exits + 1, int)
+    profile = bundle.profile or {}
     full_lat = (float(np.mean(state.full_latency_ms)) if state.full_latency_ms
                 else profile.get('full_latency_ms_p50'))
     scored = int(state.confusion.mat.sum() > 0)
@@ -82,7 +83,7 @@ def _finish(fig, ax, xlabel: str, ylabel: str, out: Path, name: str,
     files[name] = f'{name}.png'
 
 
-def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
+def write_plots(report: dict, state, bundle, out: Path) -> dict[str, str]:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -98,7 +99,7 @@ def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
                 label='effective budget')
         _finish(fig, ax, 'bag time (s)', 'ms', out, 'latency', files)
 
-        order = {p['policy']: i for i, p in enumerate((segmenter.bundle.profile or {})
+        order = {p['policy']: i for i, p in enumerate((bundle.profile or {})
                                                        .get('points', []))}
         order.setdefault('full', len(order))     # the controller always has full depth
         fig, axes = plt.subplots(3, 1, figsize=(8, 5), sharex=True)
@@ -128,19 +129,19 @@ def write_plots(report: dict, state, segmenter, out: Path) -> dict[str, str]:
     plt.close(fig)
     files['exits'] = 'exits.png'
 
-    profile = (segmenter.bundle.profile or {}).get('points', [])
+    profile = (bundle.profile or {}).get('points', [])
     if profile or report['miou'] is not None:
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
         if profile:
             ax.plot([p['gmacs_mean'] for p in profile], [p['miou'] for p in profile], 'o-',
-                    ms=3, label=f'profile ({segmenter.bundle.profile.get("split", "")})')
+                    ms=3, label=f'profile ({bundle.profile.get("split", "")})')
         if report['miou'] is not None:
             ax.plot([report['gmacs_mean']], [report['miou']], 'r*', ms=12, label='this replay')
         _finish(fig, ax, 'executed GMACs per frame', 'mIoU (%)', out, 'miou_vs_cost', files)
 
     if state.samples:
         import cv2
-        lut = palette_array(segmenter.bundle.labels.palette, segmenter.num_classes)
+        lut = palette_array(bundle.labels.palette, bundle.labels.num_classes)
         rows = []
         for rgb, labels in state.samples:
             colours = colorize(labels, lut)

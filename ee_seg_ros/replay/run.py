@@ -237,8 +237,8 @@ class Replayer:
             self.pipeline.rejected(f'bad image: {err}')
             return 0
         stamp = stamp_ns(msg)
-        result = self.pipeline.step(Frame(rgb, stamp * 1e-9, msg.header.frame_id),
-                                    self.signals.snapshot(m.time_ns * 1e-9),
+        sig = self.signals.snapshot(m.time_ns * 1e-9)
+        result = self.pipeline.step(Frame(rgb, stamp * 1e-9, msg.header.frame_id), sig,
                                     want_exit_map=False)
         if result is None:
             return 0
@@ -246,7 +246,6 @@ class Replayer:
         header = self.writer.header(stamp, msg.header.frame_id)
         self.writer.image('/ee_segmenter/mask', m.time_ns, header, seg.labels,
                           'mono8' if seg.labels.dtype == np.uint8 else '16UC1')
-        sig = self.signals.snapshot(m.time_ns * 1e-9)
         row = {'index': index, 'stamp_ns': stamp, 'bag_time_s': m.time_ns * 1e-9,
                'latency_ms': round(seg.latency_ms, 3), 'budget_ms': round(d.budget_ms, 3),
                'point': d.point.policy, 'exit': seg.exit_taken,

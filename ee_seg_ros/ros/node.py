@@ -231,8 +231,8 @@ class SegmenterNode(Node):
                              interpolation=cv2.INTER_AREA)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         decode_ms = (time.perf_counter() - t0) * 1e3
-        result = self.pipeline.step(Frame(rgb, stamp, msg.header.frame_id),
-                                    self.signals.snapshot(self._now()),
+        signals = self.signals.snapshot(self._now())
+        result = self.pipeline.step(Frame(rgb, stamp, msg.header.frame_id), signals,
                                     want_exit_map=self.pub_exit.get_subscription_count() > 0)
         if result is None:
             self.get_logger().error(f'inference failed on a frame (counted as rejected):\n'
@@ -240,10 +240,11 @@ class SegmenterNode(Node):
             return
         self._window.append(result.deadline_met)
         t1 = time.perf_counter()
-        self._publish(msg.header, rgb, result, (in_h, in_w), decode_ms)
+        self._publish(msg.header, rgb, result, signals, (in_h, in_w), decode_ms)
         self._publish_ms = (time.perf_counter() - t1) * 1e3
 
-    def _publish(self, header, rgb: np.ndarray, result, input_size, decode_ms: float) -> None:
+    def _publish(self, header, rgb: np.ndarray, result, signals, input_size,
+                 decode_ms: float) -> None:
         seg = result.segmentation
         labels, conf, exits = seg.labels, seg.confidence, seg.exit_map
         if self.output_resolution == 'input' and labels.shape != input_size:
@@ -269,8 +270,7 @@ class SegmenterNode(Node):
                                                    'rgb8'))
         stats = DiagnosticArray()
         stats.header = header
-        values = frame_values(result, self.signals.snapshot(self._now()),
-                              self.pipeline.counts)
+        values = frame_values(result, signals, self.pipeline.counts)
         values['decode_ms'] = f'{decode_ms:.3f}'
         # publishing this very message is not included: the previous frame's figure is
         values['publish_ms_previous'] = f'{self._publish_ms:.3f}'
