@@ -27,9 +27,9 @@ def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str
                backend: str = 'torch', threads: int = 2, overwrite: bool = False,
                log=print) -> dict:
     out = Path(out)
-    prepare_out(out, overwrite)
     segmenter = Segmenter(model, threads=threads, backend=backend)
-    with BagReader(bag) as reader:
+    with BagReader(bag) as reader:   # a bad bag or model is refused before anything is written
+        prepare_out(out, overwrite)
         replayer = Replayer(reader, out / 'output_bag', segmenter, opts, log)
         state = replayer.run()
         counts = replayer.pipeline.counts
