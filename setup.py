@@ -28,6 +28,7 @@ setup(
         'tqdm',
         'matplotlib',
         'pyyaml',
+        'psutil',
     ],
     extras_require={
         # training, calibration and the torch backend (install a build for your machine first)

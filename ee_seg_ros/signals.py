@@ -7,7 +7,7 @@ the same numbers, so a replayed bag steers the controller as the live robot woul
 from __future__ import annotations
 
 import math
-import os
+import time
 from dataclasses import dataclass
 
 from .control import Signals
@@ -67,9 +67,45 @@ def cpu_from_diagnostics(statuses) -> float | None:
     return None
 
 
-def local_cpu_load() -> float:
-    """One-minute load average over the core count (Linux and macOS)."""
-    return min(os.getloadavg()[0] / (os.cpu_count() or 1), 1.0)
+class LocalCpuLoad:
+    """How much of the CPU time this process left free the *other* processes took, 0..1, since
+    the last read.
+
+    Our own work is left out: counted in, a node busy with its own frames would read as a loaded
+    machine and cut its own threads and exits for nothing. And the others' plain share of the
+    cores is no measure of their demand: two busy processes competing with our two threads get
+    only half the cores. Their share of what we left free reads 1.0 whenever they would take any
+    core we free, which is exactly when a second inference thread starts to stall. A load
+    average would also react a minute late; differences of CPU times react within one read.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+        self._psutil = psutil
+        self._own = psutil.Process()
+        self._cores = psutil.cpu_count() or 1
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        t = self._psutil.cpu_times()
+        busy = t.user + t.system + sum(getattr(t, f, 0.0) for f in
+                                       ('nice', 'irq', 'softirq', 'steal'))
+        own = self._own.cpu_times()
+        return time.monotonic(), busy, own.user + own.system
+
+    def read(self) -> float | None:
+        """The others' share of the CPU time we left free since the previous read (None when
+        no time has passed)."""
+        now, busy, own = self._sample()
+        then, busy0, own0 = self._last
+        self._last = (now, busy, own)
+        capacity = (now - then) * self._cores
+        if capacity <= 0:
+            return None
+        ours = own - own0
+        others = (busy - busy0) - ours
+        left = max(capacity - ours, 0.25 * capacity)
+        return min(max(others / left, 0.0), 1.0)
 
 
 @dataclass

@@ -153,3 +153,17 @@ def test_deadline_guard_stops_when_the_next_stage_does_not_fit():
     assert not guard(0)
     now[0] = 0.040          # 40 ms in: 40 + 15 + 10 > 60
     assert guard(1)
+
+
+def test_a_loaded_cpu_asks_for_fewer_threads_and_a_quiet_one_gives_them_back():
+    ctrl = Controller(POINTS, ControllerSettings(latency_budget_ms=100.0, cpu_high=0.8,
+                                                 cpu_hysteresis=0.1, cpu_high_threads=1))
+    assert ctrl.choose(Signals(cpu_load=0.2)).threads == 0          # as configured
+    assert ctrl.choose(Signals(cpu_load=0.95)).threads == 1
+    assert ctrl.choose(Signals(cpu_load=0.75)).threads == 1         # hysteresis holds it
+    assert ctrl.choose(Signals(cpu_load=0.6)).threads == 0
+    assert ctrl.choose(Signals()).threads == 0                      # unknown load: no change
+    keep = Controller(POINTS, ControllerSettings(cpu_high_threads=0))
+    assert keep.choose(Signals(cpu_load=1.0)).threads == 0
+    with pytest.raises(ValueError, match='cpu high threads'):
+        ControllerSettings(cpu_high_threads=-1).validate()

@@ -1,6 +1,7 @@
 """The frame pipeline, signals and parameter rules shared by the node and replay (no ROS)."""
 
 import math
+import os
 
 import pytest
 
@@ -117,3 +118,48 @@ def test_parameter_rules():
         controller_settings({**defaults, 'policy.mode': 'fixed'})
     s = controller_settings({**defaults, 'latency_budget_ms': 30})
     assert s.latency_budget_ms == 30.0 and isinstance(s.latency_budget_ms, float)
+
+
+def test_the_pipeline_runs_on_fewer_threads_while_the_cpu_is_loaded(tmp_path, tiny_model):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        bundle = save_bundle(tmp_path / 'b', tiny_model, CAMVID)
+        pipe = Pipeline(Segmenter(str(bundle), threads=2),
+                        ControllerSettings(latency_budget_ms=1000.0, cpu_high_threads=1))
+        image = random_rgb(64, 64)
+        assert pipe.step(Frame(image), Signals(cpu_load=1.0)).decision.threads == 1
+        assert torch.get_num_threads() == 1
+        assert pipe.step(Frame(image), Signals(cpu_load=0.1)).decision.threads == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_local_cpu_load_leaves_out_our_own_work_and_counts_other_processes():
+    import multiprocessing as mp
+    import time
+
+    from ee_seg_ros.signals import LocalCpuLoad
+    monitor = LocalCpuLoad()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:     # our own process busy: not a loaded machine
+        pass
+    own_only = monitor.read()
+    worker = mp.get_context('spawn').Process(target=_spin, args=(1.5,))
+    worker.start()
+    time.sleep(1.0)
+    monitor.read()                    # start a window once the worker spins
+    time.sleep(0.5)
+    with_other = monitor.read()
+    worker.join()
+    assert 0.0 <= own_only < 0.3 and with_other is not None
+    cores = os.cpu_count() or 1       # one spinning process is 1/cores of the machine
+    assert with_other > own_only + 0.5 / cores and with_other <= 1.0
+
+
+def _spin(seconds: float) -> None:
+    import time
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass

@@ -43,6 +43,7 @@ class ControllerSettings:
     cpu_high: float = 0.8
     cpu_hysteresis: float = 0.1
     cpu_slowdown: float = 1.5
+    cpu_high_threads: int = 1      # inference threads while the CPU is loaded; 0 = unchanged
 
     def validate(self) -> None:
         checks = [
@@ -60,6 +61,8 @@ class ControllerSettings:
              f'battery low budget scale must be in (0, 1], got {self.battery_low_budget_scale}'),
             (0 < self.cpu_high <= 1, f'cpu high threshold must be in (0, 1], got {self.cpu_high}'),
             (self.cpu_slowdown >= 1, f'cpu slowdown must be >= 1, got {self.cpu_slowdown}'),
+            (self.cpu_high_threads >= 0,
+             f'cpu high threads must be >= 0 (0 = unchanged), got {self.cpu_high_threads}'),
         ]
         for ok, message in checks:
             if not ok:
@@ -84,6 +87,7 @@ class Decision:
     predicted_ms: float       # predicted latency of the point at the high quantile
     battery_tier: str
     cpu_tier: str
+    threads: int = 0          # inference threads for this frame; 0 = as configured
 
 
 class Controller:
@@ -197,7 +201,15 @@ class Controller:
             self.since_switch = 0
             self.switches += 1
         return Decision(self.index, self.points[self.index], budget,
-                        self.predicted_ms(self.index), self.battery_tier, self.cpu_tier)
+                        self.predicted_ms(self.index), self.battery_tier, self.cpu_tier,
+                        self.threads())
+
+    def threads(self) -> int:
+        """Fewer threads while other processes load the CPU: a parallel region waits for its
+        slowest thread, and on an oversubscribed CPU one of them is often descheduled, so two
+        threads stall far more than one runs slower (measured in bench/controller_contention).
+        """
+        return self.settings.cpu_high_threads if self.cpu_tier == 'high' else 0
 
     def _fixed(self, budget: float) -> Decision:
         """Mode fixed: the named point, from the profile when it is there (any policy string
@@ -214,7 +226,8 @@ class Controller:
             self.switches += 1
         predicted = point.latency_ms * math.exp(self.m + self.settings.quantile_z *
                                                 math.sqrt(self.v))
-        return Decision(index, point, budget, predicted, self.battery_tier, self.cpu_tier)
+        return Decision(index, point, budget, predicted, self.battery_tier, self.cpu_tier,
+                        self.threads())
 
     def _adaptive_target(self, budget: float, hold: bool) -> int:
         s = self.settings

@@ -25,7 +25,7 @@ from std_msgs.msg import Float32
 from ..image_codec import ImageDecodeError, compressed_to_rgb8, to_rgb8
 from ..runtime import Frame, Pipeline, Segmenter, frame_values
 from ..signals import (CHARGING_STATUSES, SignalError, SignalState, battery_fraction,
-                       cpu_fraction, cpu_from_diagnostics, local_cpu_load)
+                       LocalCpuLoad, cpu_fraction, cpu_from_diagnostics)
 from ..visualize import colorize, overlay, palette_array
 from .messages import image_msg, status
 from .parameters import PARAMS, check, controller_settings
@@ -99,6 +99,7 @@ class SegmenterNode(Node):
             self.create_subscription(DiagnosticArray, '/diagnostics', self._on_cpu_diagnostics,
                                      10, callback_group=telemetry)
         elif source == 'local':
+            self._local_cpu = LocalCpuLoad()
             self.create_timer(1.0, self._on_local_cpu, callback_group=telemetry)
 
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
@@ -203,7 +204,7 @@ class SegmenterNode(Node):
             self.signals.set_cpu(fraction, self._now())
 
     def _on_local_cpu(self) -> None:
-        self.signals.set_cpu(local_cpu_load(), self._now())
+        self.signals.set_cpu(self._local_cpu.read(), self._now())
 
     # -- one frame -----------------------------------------------------------------------------
     def _process(self) -> None:

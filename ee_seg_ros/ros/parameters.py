@@ -68,6 +68,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('cpu_load.slowdown', 1.5, 'Expected slowdown of inference while the CPU load is '
               'high (fed forward into the latency estimate).', low=1.0, high=100.0,
               number=True),
+    ParamSpec('cpu_load.threads', 1, 'Inference threads while the CPU load is high (0: keep '
+              'model.threads); fewer threads stall less on a CPU shared with other work.',
+              low=0, high=256),
     ParamSpec('signals.stale_after_s', 5.0, 'Battery and CPU readings older than this count '
               'as unknown.', low=0.1, high=3600.0, number=True),
     ParamSpec('enabled', True, 'Process frames (false: count and drop them).'),
@@ -131,6 +134,7 @@ def controller_settings(values: dict[str, Any]) -> ControllerSettings:
         battery_low_budget_scale=float(values['battery.low_budget_scale']),
         cpu_high=float(values['cpu_load.high']),
         cpu_slowdown=float(values['cpu_load.slowdown']),
+        cpu_high_threads=int(values['cpu_load.threads']),
     )
     settings.validate()
     return settings

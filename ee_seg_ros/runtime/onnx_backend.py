@@ -52,34 +52,51 @@ class OnnxBackend:
         if not graphs:
             raise BundleError(f'bundle {bundle.path} has no {precision} ONNX graphs; run '
                               f'ee-seg export-onnx --model {bundle.path} --precision {precision}')
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 2
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_mem_pattern = False          # token counts change from frame to frame
-        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        providers = ['CPUExecutionProvider']
+        self._ort = ort
+        self._graphs = graphs
+        self._bundle_path = bundle.path
+        self._providers = ['CPUExecutionProvider']
         if device.startswith('cuda') and 'CUDAExecutionProvider' in \
                 ort.get_available_providers():
-            providers.insert(0, 'CUDAExecutionProvider')
-        self.sessions = {}
-        for name, spec in graphs.items():
-            file = bundle.path / spec['file']
-            try:
-                session = ort.InferenceSession(str(file), options, providers=providers)
-            except Exception as err:  # onnxruntime raises its own exception types
-                raise BundleError(f'cannot load ONNX graph {file}: {err}') from None
-            names = [i.name for i in session.get_inputs()]
-            if names != spec['inputs']:
-                raise BundleError(f'ONNX graph {file} takes inputs {names}, the bundle '
-                                  f'expects {spec["inputs"]}')
-            self.sessions[name] = session
+            self._providers.insert(0, 'CUDAExecutionProvider')
+        self.threads = threads or 2
+        self._by_threads = {self.threads: self._load_sessions(self.threads)}
+        self.sessions = self._by_threads[self.threads]
         self._check_shapes()
         from safetensors.numpy import load_file
         self.pos_embed = load_file(str(bundle.path / WEIGHTS))['pos_embed'][0]
         self._pos: dict[tuple[int, int], np.ndarray] = {}
         self.mean = np.asarray(cfg.mean, np.float32)
         self.inv_std = 1.0 / np.asarray(cfg.std, np.float32)
+
+    def _load_sessions(self, threads: int) -> dict:
+        """One session per stage graph; intra-op threads are fixed per session in ONNX Runtime,
+        so each thread count the controller asks for gets its own set (made once)."""
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_mem_pattern = False          # token counts change from frame to frame
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        sessions = {}
+        for name, spec in self._graphs.items():
+            file = self._bundle_path / spec['file']
+            try:
+                session = ort.InferenceSession(str(file), options, providers=self._providers)
+            except Exception as err:  # onnxruntime raises its own exception types
+                raise BundleError(f'cannot load ONNX graph {file}: {err}') from None
+            names = [i.name for i in session.get_inputs()]
+            if names != spec['inputs']:
+                raise BundleError(f'ONNX graph {file} takes inputs {names}, the bundle '
+                                  f'expects {spec["inputs"]}')
+            sessions[name] = session
+        return sessions
+
+    def set_threads(self, threads: int) -> None:
+        if threads not in self._by_threads:
+            self._by_threads[threads] = self._load_sessions(threads)
+        self.sessions = self._by_threads[threads]
 
     def _check_shapes(self) -> None:
         cfg = self.cfg

@@ -68,6 +68,10 @@ class Pipeline:
                                      stage_costs=profile.get('stage_costs'))
         self.counts = FrameCounts()
         self.last_error = ''
+        if self.controller.settings.cpu_high_threads:
+            # sessions for the loaded-CPU thread count are made now, not on a live frame
+            segmenter.use_threads(self.controller.settings.cpu_high_threads)
+            segmenter.use_threads(0)
 
     # -- accounting for frames that never reach step() -------------------------------------
     def received(self, n: int = 1) -> None:
@@ -93,6 +97,7 @@ class Pipeline:
             guard = self.controller.guard(start, decision.budget_ms,
                                           decoder_after=policy.exit_output == 'decoder')
         try:
+            self.segmenter.use_threads(decision.threads)
             seg = self.segmenter.segment(frame.image, policy, guard=guard,
                                          want_exit_map=want_exit_map)
         except Exception as err:  # noqa: BLE001 - one bad frame must not stop the stream

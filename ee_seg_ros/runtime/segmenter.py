@@ -72,6 +72,7 @@ class Segmenter:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.cfg = ModelConfig.from_dict(self.bundle.config)
         self.backend = make_backend(backend, self.bundle, device, threads, precision)
+        self.threads = self.backend.threads        # configured inference threads
         self.num_classes = self.cfg.num_classes
         self.num_exits = self.cfg.num_exits
         cal = self.bundle.calibration or {}
@@ -82,6 +83,11 @@ class Segmenter:
     def model(self):
         """The PyTorch network (torch backend only: calibration and training use it)."""
         return self.backend.model
+
+    def use_threads(self, threads: int = 0) -> None:
+        """Run the next frames on ``threads`` inference threads (0: the configured count).
+        The backend switches only when the count changes."""
+        self.backend.set_threads(threads or self.threads)
 
     def preprocess(self, image: np.ndarray):
         return self.backend.preprocess(image)

@@ -23,12 +23,17 @@ class TorchBackend:
     def __init__(self, bundle: Bundle, device: str = 'cpu', threads: int | None = None) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self.device = torch.device(device)
         self.model = bundle.load_model(device=device)
         cfg = self.model.cfg
         self.mean = torch.tensor(cfg.mean, device=self.device).view(1, 3, 1, 1)
         self.inv_std = 1.0 / torch.tensor(cfg.std, device=self.device).view(1, 3, 1, 1)
         self._thresholds: dict[bytes, torch.Tensor] = {}
+
+    def set_threads(self, threads: int) -> None:
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
