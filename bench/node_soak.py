@@ -3,6 +3,7 @@
 Starts the ``segmenter`` executable, feeds it frames one at a time (the next frame goes out when
 the previous frame's exit statistics arrive, so none is dropped), and reports:
 - overhead: (decode + encode/publish) over inference time, per frame, at the frame size given;
+- round trip: from publishing a frame to receiving its statistics, against inference time;
 - soak: resident memory of the node after warm-up and at the end, and frame accounting.
 
     python bench/node_soak.py --frames 10000 --json soak.json
@@ -39,8 +40,8 @@ def main() -> int:
     parser.add_argument('--warmup', type=int, default=500)
     parser.add_argument('--size', default='360x480', help='HxW of the frames')
     parser.add_argument('--model', default='', help='bundle (default: the bundled model)')
-    parser.add_argument('--budget-ms', type=float, default=1000.0)
-    parser.add_argument('--policy-mode', default='full')
+    parser.add_argument('--budget-ms', type=float, default=60.0)
+    parser.add_argument('--policy-mode', default='adaptive')
     parser.add_argument('--json', default='node_soak.json')
     args = parser.parse_args()
     h, w = (int(v) for v in args.size.split('x'))
@@ -74,6 +75,7 @@ def main() -> int:
     while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
         rclpy.spin_once(probe, timeout_sec=0.1)
     rss = []
+    round_trip = []
     t_start = time.monotonic()
     try:
         for i in range(args.frames):
@@ -84,6 +86,7 @@ def main() -> int:
             data.frombytes(frames[i % len(frames)].data)
             msg.data = data
             want = len(stats) + 1
+            sent = time.monotonic()
             pub.publish(msg)
             end = time.monotonic() + 30
             while len(stats) < want and time.monotonic() < end:
@@ -91,6 +94,7 @@ def main() -> int:
             if len(stats) < want:
                 print(f'frame {i}: no statistics within 30 s', file=sys.stderr)
                 break
+            round_trip.append((time.monotonic() - sent) * 1e3)
             if i == args.warmup or (i > args.warmup and i % 500 == 0) or i == args.frames - 1:
                 rss.append((i, rss_mb(node_proc.pid)))
                 print(f'{i} frames, node RSS {rss[-1][1]:.1f} MB', flush=True)
@@ -116,6 +120,10 @@ def main() -> int:
         'decode_ms_mean': round(float(decode.mean()), 3),
         'publish_ms_mean': round(float(publish.mean()), 3),
         'overhead_fraction': round(float((decode.mean() + publish.mean()) / infer.mean()), 4),
+        # publish of the frame to arrival of its statistics, as seen by a subscriber
+        'round_trip_ms_p50': round(float(np.percentile(round_trip[args.warmup:], 50)), 2),
+        'round_trip_ms_p95': round(float(np.percentile(round_trip[args.warmup:], 95)), 2),
+        'round_trip_ms_max': round(float(np.max(round_trip[args.warmup:])), 2),
         'rss_mb': [[i, round(v, 1)] for i, v in rss],
         'rss_growth_after_warmup': round(rss[-1][1] / rss[0][1] - 1.0, 4) if rss else None,
     }

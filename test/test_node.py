@@ -360,3 +360,26 @@ def test_a_bundle_that_does_not_load_exits_cleanly_with_a_reason(tmp_path):
     assert proc.returncode == 1
     assert 'cannot start' in proc.stderr and 'is not a folder' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_the_executor_returns_from_submit_only_once_the_callback_runs():
+    """The guard against rclpy#1452: a submitted callback has started when submit returns, so
+    the spin thread never finds it pending again and busy-loops over it."""
+    import threading
+
+    from ee_seg_ros.ros.executor import PromptMultiThreadedExecutor, _StartingPool
+    release, started = threading.Event(), []
+    pool = _StartingPool(2)
+    future = pool.submit(lambda: (started.append(True), release.wait(5)))
+    assert started == [True] and not future.done()
+    release.set()
+    assert future.result(timeout=5)[1] is True
+    pool.shutdown()
+    context = rclpy.Context()
+    context.init()
+    try:
+        executor = PromptMultiThreadedExecutor(num_threads=2, context=context)
+        assert isinstance(executor._executor, _StartingPool)
+        executor.shutdown()
+    finally:
+        context.try_shutdown()

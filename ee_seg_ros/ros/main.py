@@ -9,9 +9,10 @@ import sys
 def main(args: list[str] | None = None) -> int:
     import rclpy
     from rclpy.exceptions import ParameterException
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
     from ..bundle import BundleError
+    from .executor import PromptMultiThreadedExecutor
     from .node import SegmenterNode
 
     rclpy.init(args=args)
@@ -21,7 +22,7 @@ def main(args: list[str] | None = None) -> int:
         print(f'[ee_segmenter] cannot start: {err}', file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = PromptMultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     try:
         executor.spin()
