@@ -95,6 +95,9 @@ def main() -> int:
                 print(f'frame {i}: no statistics within 30 s', file=sys.stderr)
                 break
             round_trip.append((time.monotonic() - sent) * 1e3)
+            if i % 100 == 0:
+                print(f'{i} frames in {time.monotonic() - t_start:.0f} s, round trip p50 of the '
+                      f'last 100: {np.median(round_trip[-100:]):.1f} ms', flush=True)
             if i == args.warmup or (i > args.warmup and i % 500 == 0) or i == args.frames - 1:
                 rss.append((i, rss_mb(node_proc.pid)))
                 print(f'{i} frames, node RSS {rss[-1][1]:.1f} MB', flush=True)

@@ -1,7 +1,7 @@
 """Export a bundle's network as ONNX stage graphs, for the ONNX Runtime backend.
 
 Patch pausing changes the number of tokens between stages, so the network is exported in
-pieces: the stem, each group of blocks between exits (with a dynamic token axis), each exit
+pieces: the stem with the position table, each group of blocks between exits (with a dynamic token axis), each exit
 head, and the final decoder. The adaptive loop (model.adaptive) runs between them in numpy.
 """
 
@@ -20,13 +20,20 @@ from .bundle import ONNX_META, load_bundle, write_manifest
 OPSET = 17
 
 
-class _Stem(nn.Module):
+class _Embed(nn.Module):
+    """Stem, position table resized to the token grid and added, tokens flattened: in the graph
+    rather than in numpy between sessions, where they cost more than they do here."""
+
     def __init__(self, model) -> None:
         super().__init__()
         self.stem = model.stem
+        self.pos_embed = model.pos_embed
 
     def forward(self, x):
-        return self.stem(x)
+        f4, f8, g = self.stem(x)
+        pos = F.interpolate(self.pos_embed, size=(g.shape[2], g.shape[3]), mode='bilinear',
+                            align_corners=False)
+        return f4, f8, (g + pos).flatten(2)[0].transpose(0, 1)
 
 
 class _Blocks(nn.Module):
@@ -95,9 +102,9 @@ def graph_specs(model, size: tuple[int, int] = (96, 128)) -> dict[str, tuple]:
     n = g.shape[2] * g.shape[3]
     tok = torch.zeros(n, cfg.embed_dim)
     hw = {2: 'h', 3: 'w'}
-    specs = {'stem': (_Stem(model), (x,), ['image'], ['f4', 'f8', 'grid_tokens'],
-                      {'image': hw, 'f4': {2: 'h4', 3: 'w4'}, 'f8': {2: 'h8', 3: 'w8'},
-                       'grid_tokens': {2: 'gh', 3: 'gw'}})}
+    specs = {'embed': (_Embed(model), (x,), ['image'], ['f4', 'f8', 'tokens'],
+                       {'image': hw, 'f4': {2: 'h4', 3: 'w4'}, 'f8': {2: 'h8', 3: 'w8'},
+                        'tokens': {0: 'n'}})}
     for s, r in enumerate(model.stages()):
         specs[f'blocks_{s}'] = (_Blocks([model.blocks[i] for i in r]), (tok,), ['tokens'],
                                 ['out'], {'tokens': {0: 'n'}, 'out': {0: 'n'}})

@@ -44,7 +44,7 @@ def test_export_records_graphs_opset_and_checksums(exported):
     meta = json.loads((exported / 'onnx.json').read_text())
     graphs = meta['precisions']['fp32']
     assert meta['opset'] == 17
-    assert set(graphs) == {'stem', 'decoder', 'blocks_0', 'blocks_1', 'blocks_2', 'blocks_3',
+    assert set(graphs) == {'embed', 'decoder', 'blocks_0', 'blocks_1', 'blocks_2', 'blocks_3',
                            'exit_0_tokens', 'exit_0_dense', 'exit_1_tokens', 'exit_1_dense',
                            'exit_2_tokens', 'exit_2_dense', 'post_4', 'post_8'}
     assert graphs['blocks_1']['dynamic_axes']['tokens'] == {'0': 'n'}

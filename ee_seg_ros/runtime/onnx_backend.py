@@ -1,8 +1,7 @@
 """The ONNX Runtime backend: the stage graphs of a bundle, orchestrated in numpy.
 
-Needs neither PyTorch nor anything that imports it: the pausing loop is model.adaptive, the
-position table comes from the safetensors weights through safetensors' numpy API, and
-upsampling is OpenCV's.
+Needs neither PyTorch nor anything that imports it: the pausing loop is model.adaptive; the
+position table, upsampling, class ids and confidence are in the exported graphs.
 """
 
 from __future__ import annotations
@@ -10,27 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
-from ..bundle import ONNX_META, WEIGHTS, Bundle, BundleError
+from ..bundle import ONNX_META, Bundle, BundleError
 from ..model import ExitPolicy, ModelConfig
 from ..model.adaptive import numpy_confidence, run_adaptive
-
-def resize_bilinear(table: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) -> (C, H, W) bilinear with half-pixel centres, as torch's align_corners=False
-    (no antialiasing), so the position table matches the PyTorch model exactly."""
-    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
-        i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, (src - i0).astype(np.float32)
-
-    y0, y1, wy = axis(table.shape[1], size[0])
-    x0, x1, wx = axis(table.shape[2], size[1])
-    rows = table[:, y0] * (1 - wy)[None, :, None] + table[:, y1] * wy[None, :, None]
-    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
-
 
 class OnnxBackend:
     name = 'onnxruntime'
@@ -63,9 +46,6 @@ class OnnxBackend:
         self._by_threads = {self.threads: self._load_sessions(self.threads)}
         self.sessions = self._by_threads[self.threads]
         self._check_shapes()
-        from safetensors.numpy import load_file
-        self.pos_embed = load_file(str(bundle.path / WEIGHTS))['pos_embed'][0]
-        self._pos: dict[tuple[int, int], np.ndarray] = {}
         self.mean = np.asarray(cfg.mean, np.float32)
         self.inv_std = 1.0 / np.asarray(cfg.std, np.float32)
 
@@ -100,13 +80,14 @@ class OnnxBackend:
 
     def _check_shapes(self) -> None:
         cfg = self.cfg
-        expected = {'stem': None, 'decoder': None}
+        expected = {'embed': None, 'decoder': None, 'post_4': None, 'post_8': None}
         expected.update({f'blocks_{s}': None for s in range(cfg.num_exits + 1)})
         expected.update({f'exit_{s}_{k}': None for s in range(cfg.num_exits)
                          for k in ('tokens', 'dense')})
         missing = sorted(set(expected) - set(self.sessions))
         if missing:
-            raise BundleError(f'ONNX graphs missing from the bundle: {missing}')
+            raise BundleError(f'ONNX graphs missing from the bundle: {missing} (graphs from an '
+                              'older export? run ee-seg export-onnx on the bundle again)')
         for s in range(cfg.num_exits + 1):
             dim = self.sessions[f'blocks_{s}'].get_inputs()[0].shape[-1]
             if dim != cfg.embed_dim:
@@ -123,14 +104,9 @@ class OnnxBackend:
         return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), arrays)})
 
     def embed(self, x: np.ndarray):
-        f4, f8, g = self._run('stem', x)
-        grid = (g.shape[2], g.shape[3])
-        pos = self._pos.get(grid)
-        if pos is None:
-            pos = resize_bilinear(self.pos_embed, grid).reshape(self.cfg.embed_dim, -1).T
-            self._pos[grid] = pos = np.ascontiguousarray(pos, dtype=np.float32)
-        tokens = g[0].reshape(self.cfg.embed_dim, -1).T + pos
-        return f4, f8, tokens, grid
+        f4, f8, tokens = self._run('embed', x)
+        p = self.cfg.patch
+        return f4, f8, tokens, (x.shape[2] // p, x.shape[3] // p)
 
     def blocks(self, stage: int, tokens: np.ndarray) -> np.ndarray:
         return self._run(f'blocks_{stage}', np.ascontiguousarray(tokens))[0]
@@ -174,16 +150,8 @@ class OnnxBackend:
         x = self.preprocess(image)
         out = run_adaptive(self, self.cfg, x, x.shape[-2:], policy, thresholds, guard)
         post = f'post_{x.shape[2] // out.logits.shape[2]}'
-        if post in self.sessions:
-            labels, conf = self._run(post, np.ascontiguousarray(out.logits))
-            labels, conf = labels[0, :h, :w], conf[0, :h, :w]
-        else:  # bundles exported before the postprocessing graphs
-            logits = out.logits[0].transpose(1, 2, 0)               # (h', w', K)
-            up = cv2.resize(logits, (x.shape[3], x.shape[2]),
-                            interpolation=cv2.INTER_LINEAR)[:h, :w]
-            labels = up.argmax(axis=2)
-            top = np.take_along_axis(up, labels[..., None], axis=2)
-            conf = 1.0 / np.exp(up - top).sum(axis=2)
+        labels, conf = self._run(post, np.ascontiguousarray(out.logits))
+        labels, conf = labels[0, :h, :w], conf[0, :h, :w]
         dtype = np.uint8 if self.cfg.num_classes <= 256 else np.uint16
         return BackendOutput(labels=labels.astype(dtype),
                              confidence=np.round(conf * 255.0).astype(np.uint8),
