@@ -39,6 +39,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       **({'lr': _floats(args.lr)} if args.lr else {}),
                       **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
                          if args.init_from else {}))
+    if args.reset_decoder and not args.init_from:
+        raise ValueError('--reset-decoder re-fits the decoder of a trained bundle: '
+                         'give --init-from')
     trainer = Trainer(cfg, train.spec, images, labels, val)
     if args.init_from:
         from .bundle import load_bundle
@@ -48,6 +51,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f'the dataset has {train.spec.num_classes}')
         trainer.model.load_state_dict(bundle.load_model(fuse=False).state_dict())
         print(f'starting from the weights of {args.init_from}')
+        if args.reset_decoder:
+            trainer.reset_decoder()
+            print('final decoder re-initialised')
     if args.resume and trainer.resume():
         print(f'resumed from {trainer.ckpt_path} at stage {trainer.stage + 1}, '
               f'{trainer.stage_elapsed / 60:.1f} min in')
@@ -260,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--lr', help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
     p.add_argument('--pause-range', default='0.3,1.0',
                    help='stage 3: range of the per-image confidence thresholds that pause tokens')
+    p.add_argument('--reset-decoder', action='store_true',
+                   help='with --init-from: fit the final decoder afresh (stage 3)')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='evaluate a bundle at one policy on a labelled split')

@@ -37,3 +37,16 @@ def test_tiny_model_learns_synthetic_scenes(tmp_path):
     log_lines = (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()
     assert len(log_lines) > 0
     assert np.isfinite(trainer.weight.numpy()).all()
+
+
+def test_reset_decoder_refits_only_the_decoder(tmp_path, tiny_model):
+    import torch
+    train = SyntheticScenes(4, seed=1, size=(64, 64))
+    images, labels = train.load_all()
+    cfg = TrainConfig(out_dir=str(tmp_path / 'run'), model=dict(TINY))
+    trainer = Trainer(cfg, train.spec, images, labels)
+    trainer.model.load_state_dict(tiny_model.state_dict())
+    trainer.reset_decoder()
+    before, after = tiny_model.state_dict(), trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith('decoder.') for k in changed)

@@ -80,6 +80,14 @@ class Trainer:
         self.step = 0
         self.optimizer = self._make_optimizer()
 
+    def reset_decoder(self) -> None:
+        """Start the final decoder afresh (fine-tuning a trained bundle): a decoder fitted on the
+        deep features, then on tokens paused by the confidence range of stage 3 only, keeps what
+        depth adds instead of learning to decode block-2 features everywhere."""
+        fresh = MultiExitSegmenter(self.model.cfg).to(self.device)
+        self.model.decoder.load_state_dict(fresh.decoder.state_dict())
+        self.optimizer = self._make_optimizer()
+
     # -- plumbing ------------------------------------------------------------------------------
     def _trainable(self) -> list[torch.nn.Parameter]:
         m = self.model
