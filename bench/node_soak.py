@@ -49,7 +49,7 @@ def main() -> int:
     os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE',
                           str(ROOT / 'config' / 'fastdds_loopback.xml'))
     os.environ.setdefault('ROS_DOMAIN_ID', '77')
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)   # see test/test_node.py
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node

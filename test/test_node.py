@@ -22,7 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_loopback.xml')
 os.environ['ROS_DOMAIN_ID'] = str(90 + os.getpid() % 100)   # test-only domain
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# not LOCALHOST: with the wheels it makes Fast DDS bind 0.0.0.0 and the external interface
+# besides the profile's 127.0.0.1 (checked with ss -uanp); the profile alone keeps loopback
+os.environ.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)
 
 rclpy = pytest.importorskip('rclpy')
 

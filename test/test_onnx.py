@@ -1,5 +1,6 @@
 """ONNX Runtime deployment: stage graphs, parity with PyTorch, running without torch."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -9,7 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip('onnxruntime')
+# a marker, not a module-level importorskip: launch_testing's pytest plugin (colcon test)
+# turns a module-level skip into a skip of the whole session
+pytestmark = pytest.mark.skipif(importlib.util.find_spec('onnxruntime') is None,
+                                reason='onnxruntime is not installed')
 
 from ee_seg_ros.bundle import BundleError, load_bundle, save_bundle, write_manifest  # noqa
 from ee_seg_ros.data.labels import CAMVID  # noqa: E402

@@ -68,9 +68,15 @@ def test_ros2_launch_starts_the_node_with_its_arguments():
             if 'ee_segmenter ready' in line:
                 break
         assert 'budget 30.0 ms' in ''.join(lines)
-        got = subprocess.run(['ros2', 'param', 'get', '/launch_test/ee_segmenter',
-                              'latency_budget_ms'], capture_output=True, text=True, timeout=30)
-        assert '30.0' in got.stdout
+        # the ros2 daemon may not have discovered the node yet ("Node not found"): ask again
+        for _ in range(40):
+            got = subprocess.run(['ros2', 'param', 'get', '/launch_test/ee_segmenter',
+                                  'latency_budget_ms'], capture_output=True, text=True,
+                                 timeout=30)
+            if got.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert 'Double value is: 30.0' in got.stdout, got
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0

@@ -5,14 +5,12 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip('rosbags')
-
-from ee_seg_ros.bundle import save_bundle  # noqa: E402
-from ee_seg_ros.cli import main as ee_seg  # noqa: E402
-from ee_seg_ros.data.labels import CAMVID  # noqa: E402
-from ee_seg_ros.data.synthetic import write_camvid_layout  # noqa: E402
-from ee_seg_ros.replay.bagio import IMAGE, BagError, BagReader, BagWriter  # noqa: E402
-from ee_seg_ros.replay.make_bag import IMAGE_TOPIC, bag_from_images  # noqa: E402
+from ee_seg_ros.bundle import save_bundle
+from ee_seg_ros.cli import main as ee_seg
+from ee_seg_ros.data.labels import CAMVID
+from ee_seg_ros.data.synthetic import write_camvid_layout
+from ee_seg_ros.replay.bagio import IMAGE, BagError, BagReader, BagWriter
+from ee_seg_ros.replay.make_bag import IMAGE_TOPIC, bag_from_images
 
 SIZE = (72, 100)
 
