@@ -129,6 +129,10 @@ def main() -> int:
         'round_trip_ms_max': round(float(np.max(round_trip[args.warmup:])), 2),
         'rss_mb': [[i, round(v, 1)] for i, v in rss],
         'rss_growth_after_warmup': round(rss[-1][1] / rss[0][1] - 1.0, 4) if rss else None,
+        # samples swing by tens of MB (allocator); halves compare a trend, not two samples
+        'rss_median_growth_second_half': round(
+            float(np.median([v for _, v in rss[len(rss) // 2:]])
+                  / np.median([v for _, v in rss[:len(rss) // 2]]) - 1.0), 4) if rss else None,
     }
     report['all_frames_accounted'] = (report['frames_received'] == report['frames_processed']
                                       + report['frames_dropped'] + report['frames_rejected']
