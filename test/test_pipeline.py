@@ -142,20 +142,24 @@ def test_local_cpu_load_leaves_out_our_own_work_and_counts_other_processes():
 
     from ee_seg_ros.signals import LocalCpuLoad
     monitor = LocalCpuLoad()
-    end = time.monotonic() + 0.5
-    while time.monotonic() < end:     # our own process busy: not a loaded machine
-        pass
-    own_only = monitor.read()
-    worker = mp.get_context('spawn').Process(target=_spin, args=(1.5,))
+    own_only = []
+    for _ in range(3):                # three windows: a stray burst elsewhere cannot fail it
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # our own process busy: not a loaded machine
+            pass
+        own_only.append(monitor.read())
+    worker = mp.get_context('spawn').Process(target=_spin, args=(2.0,))
     worker.start()
     time.sleep(1.0)
-    monitor.read()                    # start a window once the worker spins
-    time.sleep(0.5)
-    with_other = monitor.read()
+    monitor.read()                    # start the windows once the worker spins
+    with_other = []
+    for _ in range(3):
+        time.sleep(0.25)
+        with_other.append(monitor.read())
     worker.join()
-    assert 0.0 <= own_only < 0.3 and with_other is not None
+    assert 0.0 <= min(own_only) < 0.3
     cores = os.cpu_count() or 1       # one spinning process is 1/cores of the machine
-    assert with_other > own_only + 0.5 / cores and with_other <= 1.0
+    assert min(own_only) + 0.5 / cores < max(with_other) <= 1.0
 
 
 def _spin(seconds: float) -> None:
