@@ -7,6 +7,7 @@ rclpy cannot be imported at all.
 from __future__ import annotations
 
 import array
+import json
 import math
 import os
 import signal
@@ -362,6 +363,52 @@ def test_a_bundle_that_does_not_load_exits_cleanly_with_a_reason(tmp_path):
     assert proc.returncode == 1
     assert 'cannot start' in proc.stderr and 'is not a folder' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_scoring_what_the_live_node_published_matches_offline_replay(probe, segmenter_node,
+                                                                   bundle, tmp_path):
+    """Online against offline: frames from a bag go through the real node over DDS, what it
+    publishes is recorded as ros2 bag record stores it (serialised messages) and scored with
+    ee-seg score; replaying the same bag offline at the same fixed policy gives the same report."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from rosbags.highlevel import AnyReader
+
+    from ee_seg_ros.replay.bagio import DIAGNOSTICS, IMAGE, BagWriter
+    from ee_seg_ros.replay.make_bag import IMAGE_TOPIC, bag_from_images
+    root = tmp_path / 'data'
+    write_camvid_layout(root, 'val', 5, seed=3, size=(H, W))
+    in_bag = bag_from_images(root / 'val', tmp_path / 'in_bag', labels=root / 'valannot',
+                             rate=5)
+    with AnyReader([in_bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == IMAGE_TOPIC]
+        frames = [deserialize_message(raw, Image) for _, _, raw in reader.messages(conns)]
+    assert len(frames) == 5
+
+    segmenter_node('seg_rec', policy__mode='full', latency_budget_ms=1000.0,
+                   input__reliable=True)
+    out = Listener(probe, 'seg_rec')
+    pub = probe.create_publisher(Image, '/seg_rec/image', 10)
+    publish_frames(probe, pub, frames, gap=0.4)
+    assert probe.spin_until(lambda: len(out.msgs['exit_stats']) >= 5
+                            and len(out.msgs['mask']) >= 5, timeout=20)
+    recorded = tmp_path / 'recorded'
+    writer = BagWriter(recorded)
+    for topic, msgtype, key in (('/seg_rec/ee_segmenter/mask', IMAGE, 'mask'),
+                                ('/seg_rec/ee_segmenter/exit_stats', DIAGNOSTICS, 'exit_stats')):
+        for msg in out.msgs[key]:
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            writer.write_raw(topic, msgtype, stamp, serialize_message(msg))
+    writer.close()
+
+    assert ee_seg(['score', str(recorded), '--labels', str(in_bag), '--out',
+                   str(tmp_path / 'online'), '--model', str(bundle)]) == 0
+    assert ee_seg(['replay', str(in_bag), '--out', str(tmp_path / 'offline'), '--policy', 'full',
+                   '--model', str(bundle), '--threads', '1', '--quiet']) == 0
+    online = json.loads((tmp_path / 'online' / 'report.json').read_text())
+    offline = json.loads((tmp_path / 'offline' / 'report.json').read_text())
+    assert online['frames_processed'] == offline['frames_processed'] == 5
+    assert online['miou'] == pytest.approx(offline['miou'], abs=1e-3)
+    assert online['per_class_iou'] == pytest.approx(offline['per_class_iou'], abs=1e-3)
 
 
 def test_the_executor_returns_from_submit_only_once_the_callback_runs():

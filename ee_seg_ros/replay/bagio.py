@@ -159,8 +159,11 @@ class BagWriter:
         self.write(topic, DIAGNOSTICS, time_ns, T[DIAGNOSTICS](header=header, status=[status]))
 
     def write(self, topic: str, msgtype: str, time_ns: int, msg: Any) -> None:
-        self.writer.write(self._conn(topic, msgtype), time_ns,
-                          self.ts.serialize_cdr(msg, msgtype))
+        self.write_raw(topic, msgtype, time_ns, self.ts.serialize_cdr(msg, msgtype))
+
+    def write_raw(self, topic: str, msgtype: str, time_ns: int, cdr: bytes) -> None:
+        """A message already serialised as ROS 2 sends it (what ``ros2 bag record`` stores)."""
+        self.writer.write(self._conn(topic, msgtype), time_ns, cdr)
 
     def close(self) -> None:
         self.writer.close()
