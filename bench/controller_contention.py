@@ -124,7 +124,8 @@ def main() -> int:
                  for k, busy in enumerate(phases) if (phase_arr == k).any()]
     steady_per_minute = sum(p['switches_second_half'] for p in per_phase) / (
         len(per_phase) * args.phase_s / 2 / 60)
-    report = {'budget_ms': args.budget_ms, 'per_phase': per_phase, 'phases': phases, 'phase_s': args.phase_s,
+    report = {'budget_ms': args.budget_ms, 'per_phase': per_phase, 'phases': phases,
+              'phase_s': args.phase_s,
               'switches_per_minute': round(switches / minutes, 2),
               'switches_per_minute_settled': round(steady_per_minute, 2),
               'guard_stops': pipe.counts.guard_stops, 'settings': rows,

@@ -1,8 +1,9 @@
 """Export a bundle's network as ONNX stage graphs, for the ONNX Runtime backend.
 
 Patch pausing changes the number of tokens between stages, so the network is exported in
-pieces: the stem with the position table, each group of blocks between exits (with a dynamic token axis), each exit
-head, and the final decoder. The adaptive loop (model.adaptive) runs between them in numpy.
+pieces: the stem with the position table, each group of blocks between exits (with a dynamic
+token axis), each exit head, the final decoder and the post-processing. The adaptive loop
+(model.adaptive) runs between them in numpy.
 """
 
 from __future__ import annotations
