@@ -167,3 +167,11 @@ def _spin(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         pass
+
+
+def test_warm_up_leaves_counts_and_controller_untouched(pipeline):
+    index, m = pipeline.controller.index, pipeline.controller.m
+    pipeline.warm_up(64, 80)
+    c = pipeline.counts
+    assert (c.received, c.processed, c.rejected) == (0, 0, 0)
+    assert (pipeline.controller.index, pipeline.controller.m) == (index, m)

@@ -102,6 +102,7 @@ class Replayer:
                  opts: ReplayOptions, log=print) -> None:
         self.bag, self.opts, self.seg, self.log = bag, opts, segmenter, log
         self.pipeline = Pipeline(segmenter, controller_settings_for(opts.policy, opts.budget_ms))
+        self.pipeline.warm_up()                          # as the node does before its first frame
         self.signals = SignalState(stale_after_s=1e9)   # bag time; no staleness in replay
         self.state = ReplayState()
         k = segmenter.num_classes

@@ -65,6 +65,7 @@ class SegmenterNode(Node):
                               threads=values['model.threads'],
                               backend=values['model.backend'])
         self.pipeline = Pipeline(segmenter, controller_settings(values))
+        self.pipeline.warm_up()
         self.labels = segmenter.bundle.labels
         self.num_classes = self.labels.num_classes
         self.signals = SignalState(values['signals.stale_after_s'])

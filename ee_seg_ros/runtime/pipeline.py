@@ -73,6 +73,15 @@ class Pipeline:
             segmenter.use_threads(self.controller.settings.cpu_high_threads)
             segmenter.use_threads(0)
 
+    def warm_up(self, height: int = 360, width: int = 480) -> None:
+        """Run full depth and the cheapest point once on a blank frame, so that the first camera
+        frame does not pay for lazy initialisation (a deadline miss that would also inflate the
+        controller's slowdown estimate for the frames after it). Counts and controller state
+        are left untouched."""
+        blank = np.zeros((height, width, 3), np.uint8)
+        for policy in dict.fromkeys(('full', self.controller.points[0].policy)):
+            self.segmenter.segment(blank, policy, want_exit_map=False)
+
     # -- accounting for frames that never reach step() -------------------------------------
     def received(self, n: int = 1) -> None:
         self.counts.received += n
