@@ -264,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--resume', action='store_true', help='continue from the run folder')
     p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
     p.add_argument('--lr', help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
-    p.add_argument('--pause-range', default='0.3,1.0',
-                   help='stage 3: range of the per-image confidence thresholds that pause tokens')
+    p.add_argument('--pause-range', default='0.9,1.0',
+                   help='stage 3: range of the per-image confidence thresholds that pause tokens '
+                        '(the confident end keeps what depth adds; see README)')
     p.add_argument('--reset-decoder', action='store_true',
                    help='with --init-from: fit the final decoder afresh (stage 3)')
     p.set_defaults(func=cmd_train)

@@ -39,7 +39,7 @@ class TrainConfig:
     crop: tuple[int, int] = (256, 352)
     scale: tuple[float, float] = (0.75, 1.5)
     aux_weight: float = 0.4
-    pause_range: tuple[float, float] = (0.3, 1.0)   # stage 3: per-image pause thresholds
+    pause_range: tuple[float, float] = (0.9, 1.0)   # stage 3: per-image pause thresholds
     threads: int = 2
     device: str = 'auto'
     seed: int = 0
