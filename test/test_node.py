@@ -325,10 +325,11 @@ def test_bad_frames_are_rejected_counted_and_the_node_keeps_going(probe, segment
     short = rgb_msg(3)
     short.data = array.array('B', bytes(10))
     bad += [short, rgb_msg(4)]
-    publish_frames(probe, pub, bad)
+    publish_frames(probe, pub, bad, gap=0.4)
     assert probe.spin_until(lambda: out.summary('seg_d') is not None and int(
         out.summary('seg_d')['frames_received']) >= 4 and int(
-        out.summary('seg_d')['frames_rejected']) >= 2, timeout=10)
+        out.summary('seg_d')['frames_rejected']) >= 2 and counts_add_up(out.summary('seg_d')),
+        timeout=10)
     s = out.summary('seg_d')
     assert int(s['frames_processed']) >= 2 and counts_add_up(s)
     assert "bad image: unsupported image encoding 'bayer_rggb8'" in s['rejected_reasons']
@@ -347,9 +348,11 @@ def test_corrupt_jpeg_is_rejected(probe, segmenter_node, tmp_path):
         m.header.stamp.sec = i + 1
         m.data = array.array('B', payload)
         msgs.append(m)
-    publish_frames(probe, pub, msgs)
+    publish_frames(probe, pub, msgs, gap=0.4)
+    # the 1 Hz summary can fall between a frame's arrival and its end: wait for one that balances
     assert probe.spin_until(lambda: out.summary('seg_e') is not None and int(
-        out.summary('seg_e')['frames_received']) >= 3, timeout=10)
+        out.summary('seg_e')['frames_received']) >= 3 and counts_add_up(out.summary('seg_e')),
+        timeout=10)
     s = out.summary('seg_e')
     assert int(s['frames_rejected']) == 1 and int(s['frames_processed']) == 2
     assert counts_add_up(s)
