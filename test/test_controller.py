@@ -167,3 +167,20 @@ def test_a_loaded_cpu_asks_for_fewer_threads_and_a_quiet_one_gives_them_back():
     assert keep.choose(Signals(cpu_load=1.0)).threads == 0
     with pytest.raises(ValueError, match='cpu high threads'):
         ControllerSettings(cpu_high_threads=-1).validate()
+
+
+def test_frames_that_stay_costlier_than_profiled_make_the_point_dearer():
+    budget = 100.0
+    ctrl = Controller(POINTS, ControllerSettings(latency_budget_ms=budget))
+    i = ctrl.index_of('cbt:0.7,0.99')
+    ctrl.index = i
+    # one hard frame (40% more multiply-adds, proportionally slower): not a slow machine
+    ctrl.observe(POINTS[i].latency_ms * 1.4, cost_ratio=1.4)
+    assert ctrl.m == pytest.approx(0.0)
+    assert ctrl.predicted_ms(i) < POINTS[i].latency_ms * 1.15
+    # frames that stay 40% costlier (fewer tokens stop, as in an unfamiliar scene)
+    for _ in range(30):
+        ctrl.observe(POINTS[i].latency_ms * 1.4, cost_ratio=1.4)
+    assert ctrl.m == pytest.approx(0.0, abs=1e-9)
+    assert ctrl.predicted_ms(i) == pytest.approx(POINTS[i].latency_ms * 1.4, rel=0.02)
+    assert ctrl.predicted_ms(0) == pytest.approx(POINTS[0].latency_ms)   # others unaffected

@@ -104,6 +104,7 @@ class Controller:
         self.index = len(self.points) - 1
         self.m = 0.0
         self.v = 0.0
+        self.cost = [0.0] * len(self.points)   # per point: log(executed / profiled GMACs)
         self.since_switch = 0
         self.misses = 0
         self.switches = 0
@@ -180,7 +181,8 @@ class Controller:
 
     def predicted_ms(self, index: int) -> float:
         z = self.settings.quantile_z
-        return self.points[index].latency_ms * math.exp(self.m + z * math.sqrt(self.v))
+        return self.points[index].latency_ms * math.exp(self.cost[index] + self.m
+                                                        + z * math.sqrt(self.v))
 
     # -- per frame -----------------------------------------------------------------------------
     def choose(self, signals: Signals) -> Decision:
@@ -245,16 +247,23 @@ class Controller:
                   and self.predicted_ms(current + 1) <= s.up_headroom * limit)
         return current + 1 if can_up else current
 
-    def observe(self, latency_ms: float, expected_ms: float | None = None) -> None:
-        """Feed back a frame's measured latency; ``expected_ms`` is what the profile predicts
-        for the frame as it actually ran (at its observed stopped fractions), when known, so a
-        hard frame is not mistaken for a slow machine."""
-        expected = expected_ms or self.points[self.index].latency_ms
+    def observe(self, latency_ms: float, cost_ratio: float | None = None) -> None:
+        """Feed back a frame's measured latency. ``cost_ratio`` is the multiply-adds the frame
+        executed over its point's profiled mean, when known. The machine's slowdown is learned
+        from latency over the profile scaled by that ratio, so a hard frame is not mistaken for
+        a slow machine; the point's own cost factor learns the ratio, so frames that stay harder
+        than profiled (a scene unlike the calibration data: fewer tokens stop) make that point
+        dearer in the predictions instead of going unnoticed."""
         if self.index < 0:  # a fixed point outside the profile: nothing to learn from
             self.since_switch += 1
             return
-        r = math.log(max(latency_ms, 1e-3) / max(expected, 1e-3))
         a = self.settings.smoothing
+        ratio = cost_ratio if cost_ratio is not None and cost_ratio > 0 else None
+        if ratio is not None:
+            k = self.cost[self.index]
+            self.cost[self.index] = k + a * (math.log(ratio) - k)
+        expected = self.points[self.index].latency_ms * (ratio or 1.0)
+        r = math.log(max(latency_ms, 1e-3) / max(expected, 1e-3))
         old = self.m
         self.m += a * (r - old)
         self.v = (1 - a) * (self.v + a * (r - old) ** 2)

@@ -115,10 +115,10 @@ class Pipeline:
             return None
         latency = (time.perf_counter() - start) * 1e3
         seg.latency_ms = latency
-        expected = None
+        cost_ratio = None
         if decision.point.gmacs > 0 and seg.gmacs > 0:
-            expected = decision.point.latency_ms * seg.gmacs / decision.point.gmacs
-        self.controller.observe(latency, expected)
+            cost_ratio = seg.gmacs / decision.point.gmacs
+        self.controller.observe(latency, cost_ratio)
         met = latency <= self.controller.settings.latency_budget_ms
         self.counts.processed += 1
         self.counts.deadline_hits += int(met)
