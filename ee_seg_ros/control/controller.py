@@ -4,8 +4,9 @@ hysteresis, battery and CPU tiers, and an in-frame deadline guard.
 Shape (after ApproxDet, ALERT and the measurements in docs/controller.md): predicted latency of
 a point = its profiled latency x exp(k + m + z sqrt(v)), where m, v are a smoothed mean and
 variance of the log slowdown of the machine and k the point's smoothed log ratio of executed to
-profiled multiply-adds (frames harder than the calibration data). The most accurate point predicted to fit (1 - margin) of the effective
-budget is the target; the controller goes down at once, up one step after a dwell.
+profiled multiply-adds (frames harder than the calibration data). The most accurate point
+predicted to fit (1 - margin) of the effective budget is the target; the controller goes down at
+once, up one step after a dwell.
 """
 
 from __future__ import annotations
