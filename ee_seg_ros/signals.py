@@ -104,6 +104,7 @@ class LocalCpuLoad:
             return None
         ours = own - own0
         others = (busy - busy0) - ours
+        # when we used nearly all of it, the others' share of a sliver would be noise
         left = max(capacity - ours, 0.25 * capacity)
         return min(max(others / left, 0.0), 1.0)
 

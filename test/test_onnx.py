@@ -74,6 +74,24 @@ def test_parity_with_pytorch_at_several_operating_points(exported):
     assert paused > 5        # pausing really happened in the compared runs
 
 
+def test_sessions_for_a_loaded_cpu_are_made_ahead_and_used_only_when_asked(exported):
+    from ee_seg_ros.control import ControllerSettings, Signals
+    from ee_seg_ros.runtime import Frame, Pipeline
+    seg = Segmenter(str(exported), threads=2, backend='onnxruntime')
+    pipe = Pipeline(seg, ControllerSettings(latency_budget_ms=1000.0, cpu_high_threads=1))
+    two = seg.backend.sessions
+    assert set(seg.backend._by_threads) == {1, 2}        # made at start, not switched to
+    pipe.update_settings(ControllerSettings(latency_budget_ms=1000.0, cpu_high_threads=3))
+    assert set(seg.backend._by_threads) == {1, 2, 3} and seg.backend.sessions is two
+    image = SyntheticScenes(1, seed=3, size=(64, 80))[0][0]
+    assert pipe.step(Frame(image), Signals(cpu_load=1.0)).decision.threads == 3
+    assert seg.backend.sessions is seg.backend._by_threads[3]
+    pipe.step(Frame(image), Signals(cpu_load=0.0))
+    assert seg.backend.sessions is two
+    with pytest.raises(ValueError):
+        pipe.update_settings(ControllerSettings(cpu_high_threads=-1))
+
+
 def test_int8_graphs_run(exported):
     export_onnx(exported, precision='int8')
     seg = Segmenter(str(exported), backend='onnxruntime', precision='int8')

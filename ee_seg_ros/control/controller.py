@@ -228,8 +228,8 @@ class Controller:
             self.index = index
             self.since_switch = 0
             self.switches += 1
-        predicted = point.latency_ms * math.exp(self.m + self.settings.quantile_z *
-                                                math.sqrt(self.v))
+        predicted = self.predicted_ms(index) if index >= 0 else point.latency_ms * math.exp(
+            self.m + self.settings.quantile_z * math.sqrt(self.v))
         return Decision(index, point, budget, predicted, self.battery_tier, self.cpu_tier,
                         self.threads())
 

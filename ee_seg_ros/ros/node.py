@@ -153,7 +153,7 @@ class SegmenterNode(Node):
             settings = controller_settings(values)
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
-        self.pipeline.controller.update_settings(settings)
+        self.pipeline.update_settings(settings)
         self._apply(values)
         return SetParametersResult(successful=True)
 

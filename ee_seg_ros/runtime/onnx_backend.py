@@ -73,9 +73,12 @@ class OnnxBackend:
             sessions[name] = session
         return sessions
 
-    def set_threads(self, threads: int) -> None:
+    def prepare_threads(self, threads: int) -> None:
         if threads not in self._by_threads:
             self._by_threads[threads] = self._load_sessions(threads)
+
+    def set_threads(self, threads: int) -> None:
+        self.prepare_threads(threads)
         self.sessions = self._by_threads[threads]
 
     def _check_shapes(self) -> None:

@@ -68,10 +68,13 @@ class Pipeline:
                                      stage_costs=profile.get('stage_costs'))
         self.counts = FrameCounts()
         self.last_error = ''
-        if self.controller.settings.cpu_high_threads:
-            # sessions for the loaded-CPU thread count are made now, not on a live frame
-            segmenter.use_threads(self.controller.settings.cpu_high_threads)
-            segmenter.use_threads(0)
+        segmenter.prepare_threads(self.controller.settings.cpu_high_threads)
+
+    def update_settings(self, settings: ControllerSettings) -> None:
+        """New controller settings (live parameters); raises ValueError and changes nothing when
+        they are inconsistent."""
+        self.controller.update_settings(settings)
+        self.segmenter.prepare_threads(settings.cpu_high_threads)
 
     def warm_up(self, height: int = 360, width: int = 480) -> None:
         """Run full depth and the cheapest point once on a blank frame, so that the first camera

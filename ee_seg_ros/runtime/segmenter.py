@@ -89,6 +89,12 @@ class Segmenter:
         The backend switches only when the count changes."""
         self.backend.set_threads(threads or self.threads)
 
+    def prepare_threads(self, threads: int) -> None:
+        """Build what running on ``threads`` threads needs (ONNX Runtime sessions) now, so that
+        the first frame that asks for them does not pay for it; the current count is kept."""
+        if threads:
+            self.backend.prepare_threads(threads)
+
     def preprocess(self, image: np.ndarray):
         return self.backend.preprocess(image)
 

@@ -31,6 +31,9 @@ class TorchBackend:
         self.inv_std = 1.0 / torch.tensor(cfg.std, device=self.device).view(1, 3, 1, 1)
         self._thresholds: dict[bytes, torch.Tensor] = {}
 
+    def prepare_threads(self, threads: int) -> None:
+        """Nothing to build: PyTorch changes its thread count in place."""
+
     def set_threads(self, threads: int) -> None:
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
