@@ -28,6 +28,9 @@ def load_split(dataset: str, root: str, split: str):
 def cmd_train(args: argparse.Namespace) -> int:
     from .bundle import save_bundle
     from .train.trainer import Trainer, TrainConfig
+    if args.reset_decoder and not args.init_from:
+        raise ValueError('--reset-decoder re-fits the decoder of a trained bundle: '
+                         'give --init-from')
     train = load_split(args.dataset, args.root, args.split)
     images, labels = train.load_all()
     val = None
@@ -39,9 +42,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                       **({'lr': _floats(args.lr)} if args.lr else {}),
                       **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
                          if args.init_from else {}))
-    if args.reset_decoder and not args.init_from:
-        raise ValueError('--reset-decoder re-fits the decoder of a trained bundle: '
-                         'give --init-from')
     trainer = Trainer(cfg, train.spec, images, labels, val)
     if args.init_from:
         from .bundle import load_bundle
