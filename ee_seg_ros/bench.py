@@ -27,7 +27,13 @@ def _interp_cost(front: list[dict], miou: float, cost: str) -> float | None:
 
 
 def cbt_vs_global(rows: list[dict], full_miou: float) -> dict:
-    """GMACs CBT saves against a global threshold at equal mIoU, on the two Pareto fronts."""
+    """GMACs CBT saves against a global threshold at equal mIoU, on the two Pareto fronts.
+
+    Also the most that *any* per-token stop rule could save at that level: no rule costs less
+    than every token stopping at the first exit (the cheapest point of either sweep), so when the
+    global curve already sits close to that floor a large saving is out of reach, whatever the
+    thresholds. The level is full depth minus 1 point, clamped into the overlap of the curves.
+    """
     glob = pareto_front([r for r in rows if r['policy'].startswith('global:')
                          and '@' not in r['policy']], 'gmacs_mean')
     cbt = pareto_front([r for r in rows if r['policy'].startswith('cbt:')
@@ -37,16 +43,21 @@ def cbt_vs_global(rows: list[dict], full_miou: float) -> dict:
     hi = min(max((p['miou'] for p in glob), default=-np.inf),
              max((p['miou'] for p in cbt), default=-np.inf))
     result = {'level_miou': None, 'saving': None, 'saving_mean_over_overlap': None,
-              'overlap_miou': None if lo > hi else [lo, hi]}
+              'overlap_miou': None if lo > hi else [lo, hi], 'floor_gmacs': None,
+              'global_gmacs_at_level': None, 'cbt_gmacs_at_level': None,
+              'max_possible_saving': None}
     if lo > hi:
         return result
     level = min(max(full_miou - 1.0, lo), hi)
     g, c = _interp_cost(glob, level, 'gmacs_mean'), _interp_cost(cbt, level, 'gmacs_mean')
+    floor = min(p['gmacs_mean'] for p in glob + cbt)
     levels = np.linspace(lo, hi, 21)
     savings = [1 - _interp_cost(cbt, m, 'gmacs_mean') / _interp_cost(glob, m, 'gmacs_mean')
                for m in levels]
     result.update(level_miou=round(level, 3), saving=round(1 - c / g, 4),
-                  saving_mean_over_overlap=round(float(np.mean(savings)), 4))
+                  saving_mean_over_overlap=round(float(np.mean(savings)), 4),
+                  floor_gmacs=round(floor, 4), global_gmacs_at_level=round(g, 4),
+                  cbt_gmacs_at_level=round(c, 4), max_possible_saving=round(1 - floor / g, 4))
     return result
 
 

@@ -65,15 +65,18 @@ def static_policies(num_exits: int) -> list[str]:
 
 def sweep_policies(num_exits: int, dense: bool = False) -> dict[str, list[str]]:
     """Families of operating points swept by calibrate (dense=False) and bench (dense=True)."""
-    glob = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
-    alphas = [0.3, 0.5, 0.7, 0.85] if dense else [0.5, 0.7]
-    betas = [0.9, 0.95, 0.99, 0.999] if dense else [0.95, 0.99, 0.999]
+    # The bench reaches down to threshold 0 (every token stops at the first exit) so that both
+    # the global and the CBT curve span the whole mIoU range a stop rule can produce.
+    glob = ([0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995] if dense
+            else [0.5, 0.8, 0.9, 0.95, 0.98, 0.99])
+    alphas = [0.1, 0.3, 0.5, 0.7, 0.85] if dense else [0.5, 0.7]
+    betas = [0.5, 0.7, 0.9, 0.95, 0.99, 0.999] if dense else [0.95, 0.99, 0.999]
     ents = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8]
     ratios = [0.5, 0.7, 0.85, 0.95] if dense else [0.7, 0.9]
     families = {
         'full': ['full'],
         'static': static_policies(num_exits),
-        'global': [f'global:{t:g}' for t in glob if dense or t not in (0.7, 0.995)],
+        'global': [f'global:{t:g}' for t in glob],
         'cbt': [f'cbt:{a:g},{b:g}' for a in alphas for b in betas if a < b],
         'entropy': [f'entropy:{h:g}' for h in (ents if dense else ents[1::2])],
     }
