@@ -3,37 +3,76 @@
     ros2 launch ee_seg_ros replay.launch.py bag:=drive_bag record:=drive_out
     ee-seg score drive_out --labels drive_bag --out drive_score
 
-The bag plays with --clock and the node uses sim time, so stamps and staleness follow the bag.
+The recorder starts with the node; the bag plays (with --clock, the node on sim time, so stamps
+and staleness follow the bag) only once the node has said it is ready, so no frame is lost to
+start-up. When the bag ends and the node has had `drain_s` to finish its last frame, the launch
+shuts down and the recorder closes its bag.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
+from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess,
+                            IncludeLaunchDescription, RegisterEventHandler, TimerAction)
+from launch.event_handlers import OnProcessExit, OnProcessIO
+from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
+READY = b'ee_segmenter ready'
+
 
 def generate_launch_description() -> LaunchDescription:
-    bag = LaunchConfiguration('bag')
-    record = LaunchConfiguration('record')
-    namespace = LaunchConfiguration('namespace')
+    arg = LaunchConfiguration
+    play = ExecuteProcess(
+        cmd=['ros2', 'bag', 'play', arg('bag'), '--clock', '--rate', arg('rate'),
+             '--delay', arg('play_delay_s'), '--disable-keyboard-controls',
+             # the player would otherwise exit (and free its shared memory) right after
+             # sending the last frame, which a subscriber may not have read yet
+             '--wait-for-all-acked', '3000'],
+        output='screen', name='bag_play')
+    started = []
+
+    def play_when_ready(event):
+        # the node logs this line once, after its publishers exist and the network is warm
+        if READY in event.text and not started:
+            started.append(True)
+            return [play]
+        return None
+
     return LaunchDescription([
         DeclareLaunchArgument('bag', description='bag to play'),
         DeclareLaunchArgument('record', description='output bag folder for the recording'),
+        DeclareLaunchArgument('storage', default_value='sqlite3',
+                              description='storage of the recording: sqlite3 or mcap'),
+        DeclareLaunchArgument('params_file', default_value=PathJoinSubstitution(
+            [FindPackageShare('ee_seg_ros'), 'config', 'segmenter.yaml']),
+            description='parameter file for the node'),
         DeclareLaunchArgument('image_topic', default_value='/camera/image_raw'),
         DeclareLaunchArgument('latency_budget_ms', default_value='100.0'),
         DeclareLaunchArgument('namespace', default_value=''),
         DeclareLaunchArgument('rate', default_value='1.0', description='playback rate'),
+        DeclareLaunchArgument('play_delay_s', default_value='5.0',
+                              description='wait between the player starting and its first '
+                                          'message, so that the node and the recorder have '
+                                          'matched its publishers (with unicast-only discovery '
+                                          'this took over 2 s in about 1 run of 3)'),
+        DeclareLaunchArgument('drain_s', default_value='3.0',
+                              description='time after the bag ends before shutting down'),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution(
                 [FindPackageShare('ee_seg_ros'), 'launch', 'segmenter.launch.py'])),
-            launch_arguments={'image_topic': LaunchConfiguration('image_topic'),
-                              'latency_budget_ms': LaunchConfiguration('latency_budget_ms'),
-                              'namespace': namespace, 'use_sim_time': 'true'}.items()),
-        ExecuteProcess(cmd=['ros2', 'bag', 'record', '-o', record, '--regex',
-                            '.*ee_segmenter/(mask|exit_stats)$|.*labels$'],
-                       output='screen'),
-        ExecuteProcess(cmd=['ros2', 'bag', 'play', bag, '--clock', '--rate',
-                            LaunchConfiguration('rate')],
-                       output='screen'),
+            launch_arguments={'params_file': arg('params_file'),
+                              'image_topic': arg('image_topic'),
+                              'latency_budget_ms': arg('latency_budget_ms'),
+                              'namespace': arg('namespace'), 'use_sim_time': 'true'}.items()),
+        ExecuteProcess(cmd=['ros2', 'bag', 'record', '-o', arg('record'), '--storage',
+                            arg('storage'), '--regex',
+                            '.*ee_segmenter/(mask|exit_stats)$|.*labels$',
+                            '--disable-keyboard-controls'],
+                       output='screen', name='bag_record'),
+        RegisterEventHandler(OnProcessIO(on_stdout=play_when_ready,
+                                         on_stderr=play_when_ready)),
+        RegisterEventHandler(OnProcessExit(target_action=play, on_exit=[TimerAction(
+            period=arg('drain_s'),
+            actions=[EmitEvent(event=Shutdown(reason='bag played to the end'))])])),
     ])

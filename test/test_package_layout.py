@@ -80,3 +80,47 @@ def test_ros2_launch_starts_the_node_with_its_arguments():
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def _has_ros2_bag() -> bool:
+    if shutil.which('ros2') is None:
+        return False
+    return subprocess.run(['ros2', 'bag', '--help'], capture_output=True,
+                          timeout=60).returncode == 0
+
+
+@pytest.mark.skipif(not _has_ros2_bag(), reason='ros2 bag needs a ROS 2 install with rosbag2')
+def test_replay_launch_plays_records_and_scores_like_offline_replay(tmp_path):
+    """The real-ROS loop of the replay issue: ros2 bag play -> live node -> ros2 bag record ->
+    ee-seg score gives the same masks as ee-seg replay on the same bag."""
+    import json
+    import sys
+
+    from ee_seg_ros.data.synthetic import write_camvid_layout
+    write_camvid_layout(tmp_path, 'drive', 5, seed=3, size=(180, 240))
+    bag, rec = tmp_path / 'drive_bag', tmp_path / 'recorded'
+    cli = [sys.executable, '-m', 'ee_seg_ros.cli']
+    subprocess.run(cli + ['bag-from-images', str(tmp_path / 'drive'), '--out', str(bag),
+                          '--labels', str(tmp_path / 'driveannot'), '--rate', '2'],
+                   check=True, timeout=120)
+    params = tmp_path / 'params.yaml'
+    # full depth: the masks do not depend on how fast this machine happens to be right now
+    params.write_text('/**:\n  ros__parameters:\n    policy.mode: "full"\n')
+    launch = subprocess.run(
+        ['ros2', 'launch', 'ee_seg_ros', 'replay.launch.py', f'bag:={bag}', f'record:={rec}',
+         f'params_file:={params}', 'namespace:=replay_test'],
+        capture_output=True, text=True, timeout=240)
+    assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
+    info = subprocess.run(['ros2', 'bag', 'info', str(rec)], capture_output=True, text=True,
+                          timeout=60)
+    assert info.returncode == 0 and '/replay_test/ee_segmenter/mask' in info.stdout, info
+    subprocess.run(cli + ['score', str(rec), '--labels', str(bag), '--out',
+                          str(tmp_path / 'online')], check=True, timeout=120)
+    subprocess.run(cli + ['replay', str(bag), '--policy', 'full', '--out',
+                          str(tmp_path / 'offline')], check=True, timeout=300)
+    online = json.loads((tmp_path / 'online' / 'report.json').read_text())
+    offline = json.loads((tmp_path / 'offline' / 'report.json').read_text())
+    stamps = [f['stamp_ns'] for f in online['series']]
+    assert online['frames_processed'] == offline['frames_processed'] == 5, (
+        stamps, launch.stdout[-4000:])
+    assert online['miou'] == pytest.approx(offline['miou'], abs=1e-6)
