@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 
 def main(args: list[str] | None = None) -> int:
@@ -24,13 +25,25 @@ def main(args: list[str] | None = None) -> int:
         return 1
     executor = PromptMultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass  # Ctrl-C or `ros2 launch` stopping us: a clean stop
+
+    # callbacks (camera intake, telemetry, parameters) on the executor's threads; inference
+    # here, on the thread that loaded and warmed up the network (see SegmenterNode.serve_frames)
+    spinner = threading.Thread(target=spin, name='executor', daemon=True)
+    spinner.start()
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C or `ros2 launch` stopping us: a clean stop
+        node.serve_frames(lambda: spinner.is_alive() and rclpy.ok())
+    except KeyboardInterrupt:
+        pass
     finally:
         # a second Ctrl-C while cleaning up must not turn a clean stop into a traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
