@@ -181,10 +181,10 @@ class SegmenterNode(Node):
 
         Call it from the thread that built the node (its warm-up ran there) and spin the
         executor elsewhere. PyTorch's OpenMP pool belongs to the thread that runs it: frames
-        handed to executor threads start more pools, and once a process has more OpenMP
-        threads than cores, libgomp stops spinning between operations and every operation
-        waits for its threads to wake. On the 2-core machines here that made inference about
-        1.4-1.8x slower in the node than in offline replay.
+        handed to executor threads start more pools, and with more OpenMP threads than cores
+        libgomp (by its documentation) stops spinning between parallel regions. On the 2-core
+        machines here inference on executor threads was 1.4-1.8x slower than in offline
+        replay, and once a second thread had run the network even the first one slowed.
         """
         while running():
             with self._frame_ready:
