@@ -26,8 +26,8 @@ def generate_launch_description() -> LaunchDescription:
     play = ExecuteProcess(
         cmd=['ros2', 'bag', 'play', arg('bag'), '--clock', '--rate', arg('rate'),
              '--delay', arg('play_delay_s'), '--disable-keyboard-controls',
-             # the player would otherwise exit (and free its shared memory) right after
-             # sending the last frame, which a subscriber may not have read yet
+             # before exiting, wait (up to 3 s) until the reliable subscribers, the recorder
+             # among them, have acknowledged every message
              '--wait-for-all-acked', '3000'],
         output='screen', name='bag_play')
     started = []
