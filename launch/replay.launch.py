@@ -67,8 +67,8 @@ def generate_launch_description() -> LaunchDescription:
                               'namespace': arg('namespace'), 'use_sim_time': 'true'}.items()),
         ExecuteProcess(cmd=['ros2', 'bag', 'record', '-o', arg('record'), '--storage',
                             arg('storage'), '--regex',
-                            '.*ee_segmenter/(mask|exit_stats)$|.*labels$',
-                            '--disable-keyboard-controls'],
+                            '.*ee_segmenter/(mask|exit_stats)$|.*labels$'],
+                       # (no --disable-keyboard-controls: Humble's recorder lacks it)
                        output='screen', name='bag_record'),
         RegisterEventHandler(OnProcessIO(on_stdout=play_when_ready,
                                          on_stderr=play_when_ready)),
