@@ -435,3 +435,21 @@ def test_the_executor_returns_from_submit_only_once_the_callback_runs():
         executor.shutdown()
     finally:
         context.try_shutdown()
+
+
+def test_ctrl_c_while_frames_stream_in_is_a_clean_stop(probe, segmenter_node):
+    """SIGINT lands while a frame is being processed: the node must still exit 0 without a
+    traceback (publishing that frame's outputs fails once the context is shut down)."""
+    node = segmenter_node('seg_stop', latency_budget_ms=1000.0, input__reliable=True,
+                          policy__mode='full')
+    out = Listener(probe, 'seg_stop')
+    pub = probe.create_publisher(Image, '/seg_stop/image', 10)
+    publish_frames(probe, pub, [rgb_msg(s) for s in range(1, 4)], gap=0.05)
+    assert probe.spin_until(lambda: len(out.msgs['exit_stats']) >= 1)
+    for s in range(4, 40):   # frames keep coming, so one is in flight when SIGINT arrives
+        pub.publish(rgb_msg(s))
+        probe.spin_until(lambda: False, timeout=0.02)
+        if s == 20:
+            node.proc.send_signal(signal.SIGINT)
+    assert node.stop() == 0, node.output()
+    assert 'Traceback' not in node.output()

@@ -191,7 +191,12 @@ class SegmenterNode(Node):
                 if self._slot is None:
                     self._frame_ready.wait(poll_s)
                     continue
-            self._process()
+            try:
+                self._process()
+            except Exception:
+                if running():
+                    raise
+                return  # shut down (Ctrl-C) while this frame ran: its outputs can't be sent
 
     def _on_battery(self, msg: BatteryState) -> None:
         charging = msg.power_supply_status in CHARGING_STATUSES
