@@ -147,6 +147,8 @@ def test_refusals_with_clear_errors(world, tmp_path, capsys):
     assert replay(world, tmp_path / 'x', '--image-topic', '/nope') == 2
     err = capsys.readouterr().err
     assert "'/nope' is not in" in err and '/camera/image_raw' in err
+    # refused before anything is written: the same command with the right topic then works
+    assert not (tmp_path / 'x').exists()
     (tmp_path / 'notabag.txt').write_text('hello')
     assert replay({**world, 'bag': tmp_path / 'notabag.txt'}, tmp_path / 'y') == 2
     assert 'is not a bag' in capsys.readouterr().err

@@ -28,9 +28,10 @@ def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str
                log=print) -> dict:
     out = Path(out)
     segmenter = Segmenter(model, threads=threads, backend=backend)
-    with BagReader(bag) as reader:   # a bad bag or model is refused before anything is written
-        prepare_out(out, overwrite)
+    with BagReader(bag) as reader:
+        # a bad bag, model, topic or labels folder is refused before anything is written
         replayer = Replayer(reader, out / 'output_bag', segmenter, opts, log)
+        prepare_out(out, overwrite)
         state = replayer.run()
         counts = replayer.pipeline.counts
     report = build_report(state, counts, opts, segmenter.bundle, str(bag),

@@ -101,21 +101,22 @@ class Replayer:
     def __init__(self, bag: BagReader, out_bag: Path, segmenter: Segmenter,
                  opts: ReplayOptions, log=print) -> None:
         self.bag, self.opts, self.seg, self.log = bag, opts, segmenter, log
+        self.out_bag = out_bag
+        self.state = ReplayState()
+        # a missing topic or labels folder is refused here, before run() writes anything
+        self.labels_dir = LabelSource(opts.labels_dir)
+        self._choose_topics()
         self.pipeline = Pipeline(segmenter, controller_settings_for(opts.policy, opts.budget_ms))
         self.pipeline.warm_up()                          # as the node does before its first frame
         self.signals = SignalState(stale_after_s=1e9)   # bag time; no staleness in replay
-        self.state = ReplayState()
         k = segmenter.num_classes
         self.state.confusion = ConfusionMatrix(k)
         self.state.agreement = ConfusionMatrix(k) if opts.compare_full else None
         self.table, self.valid = segmenter.bundle.labels.lookup()
         self.valid[IGNORE] = True
-        self.writer = BagWriter(out_bag, opts.output_storage)
-        self.labels_dir = LabelSource(opts.labels_dir)
         self.pending: dict[int, np.ndarray] = {}      # stamp -> prediction awaiting a label
         self.early: dict[int, object] = {}            # stamp -> label that came first
         self.frame_index = 0
-        self._choose_topics()
 
     # -- topics --------------------------------------------------------------------------------
     def _choose_topics(self) -> None:
@@ -154,6 +155,7 @@ class Replayer:
         t_kind = self.state.topics
         busy_until = -1
         slot = None
+        self.writer = BagWriter(self.out_bag, self.opts.output_storage)
         try:
             for m in self.bag.messages(topics):
                 if m.topic == t_kind['image']:
