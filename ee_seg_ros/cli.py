@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', default='train')
     p.add_argument('--val-split', default='val', help="validation split ('' for none)")
     p.add_argument('--out', required=True, help='run folder (checkpoints, log, bundle)')
-    p.add_argument('--minutes', default='65,8,6',
+    p.add_argument('--minutes', default='70,8,10',
                    help='wall-clock minutes of stage 1 (backbone), 2 (exits), 3 (pausing)')
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--threads', type=int, default=2)

@@ -31,7 +31,7 @@ STAGES = ('backbone', 'exits', 'pausing')
 @dataclass
 class TrainConfig:
     out_dir: str
-    minutes: tuple[float, float, float] = (65.0, 8.0, 6.0)
+    minutes: tuple[float, float, float] = (70.0, 8.0, 10.0)
     batch: int = 8
     lr: tuple[float, float, float] = (2e-3, 1e-3, 3e-4)
     weight_decay: float = 0.05
