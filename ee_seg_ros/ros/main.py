@@ -26,11 +26,17 @@ def main(args: list[str] | None = None) -> int:
     executor = PromptMultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
 
+    stopping = threading.Event()
+
     def spin() -> None:
         try:
             executor.spin()
         except ExternalShutdownException:
             pass  # Ctrl-C or `ros2 launch` stopping us: a clean stop
+        except Exception:
+            if rclpy.ok() and not stopping.is_set():
+                raise
+            # the context or the node went away under a callback while stopping: still clean
 
     # callbacks (camera intake, telemetry, parameters) on the executor's threads; inference
     # here, on the thread that loaded and warmed up the network (see SegmenterNode.serve_frames)
@@ -43,7 +49,12 @@ def main(args: list[str] | None = None) -> int:
     finally:
         # a second Ctrl-C while cleaning up must not turn a clean stop into a traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stopping.set()
         executor.shutdown(timeout_sec=5.0)
+        # the executor thread is a daemon: left running, the interpreter would stop it in the
+        # middle of a callback as the process exits (seen once in a test run as half a
+        # traceback at shutdown)
+        spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
