@@ -123,6 +123,9 @@ def to_rgb8(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                                'rgb8, bgr8 or mono8')
     if layout.kind in ('colour', 'mono') and layout.to_rgb is None and layout.dtype == _U1:
         return np.ascontiguousarray(pixels)            # rgb8: the common case, no conversion
+    if layout.channels == 2 and pixels.shape[1] % 2:   # OpenCV 5 refuses, 4.x reads past
+        raise ImageDecodeError(f'{msg.encoding} {pixels.shape[1]}x{pixels.shape[0]} cannot '
+                               'be converted: 4:2:2 needs an even width')
     if not pixels.dtype.isnative:
         pixels = pixels.astype(pixels.dtype.newbyteorder('='))
     pixels = np.ascontiguousarray(pixels)
