@@ -124,15 +124,7 @@ class Replayer:
         if o.image_topic:
             chosen['image'] = b.require(o.image_topic, (IMAGE, COMPRESSED), 'image')
         else:
-            chosen['image'] = b.pick((IMAGE, COMPRESSED), ('image', 'camera', 'rgb'))
-            labels_like = chosen['image'] and 'label' in chosen['image']
-            if labels_like:
-                others = [t for t, m in b.topics.items() if m in (IMAGE, COMPRESSED)
-                          and 'label' not in t]
-                chosen['image'] = others[0] if others else chosen['image']
-            if chosen['image'] is None:
-                raise BagError(f'no Image or CompressedImage topic in {b.path}; its topics: '
-                               f'{b.describe()}')
+            chosen['image'] = b.camera_topic().topic   # colour first, never depth or labels
         if o.labels_topic:
             chosen['labels'] = b.require(o.labels_topic, (IMAGE,), 'labels')
         elif not o.labels_dir:
@@ -146,6 +138,9 @@ class Replayer:
                              'cpu' in t for t, m in b.topics.items() if m == FLOAT32)
                              else None))
         self.state.topics = chosen
+        if b.skipped:
+            self.log(f'left out {len(b.skipped)} topic(s) whose types cannot be read: '
+                     + '; '.join(f'{t} ({why})' for t, why in sorted(b.skipped.items())))
         self.log('replay topics: ' + ', '.join(f'{k} {v}' for k, v in chosen.items() if v))
 
     # -- messages ------------------------------------------------------------------------------
