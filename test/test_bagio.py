@@ -199,3 +199,25 @@ def test_a_recording_of_everything_replays_its_colour_camera(tmp_path, bundle, c
     report = json.loads((out / 'report.json').read_text())
     assert report['topics']['image'] == '/camera/color/image_raw'
     assert report['frames_received'] == 3 and report['frames_processed'] == 3
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_metadata_that_counts_no_messages_does_not_hide_them(tmp_path, storage):
+    """A recorder killed before it rewrote metadata.yaml leaves counts of 0 behind."""
+    import re
+    bag = write_bag(tmp_path / 'b', {'/camera/image_raw': 'rgb8'}, storage, frames=2,
+                    extra=False)
+    meta = bag / 'metadata.yaml'
+    meta.write_text(re.sub(r'message_count: \d+', 'message_count: 0', meta.read_text()))
+    assert 'message_count: 2' not in meta.read_text()
+    with BagReader(bag) as b:
+        assert len(list(b.messages(['/camera/image_raw']))) == 2
+
+
+def test_an_empty_metadata_file_is_refused_in_one_line(tmp_path, capsys):
+    bag = write_bag(tmp_path / 'b', {'/camera/image_raw': 'rgb8'}, frames=1, extra=False)
+    (bag / 'metadata.yaml').write_text('')
+    with pytest.raises(BagError, match='metadata.yaml is empty'):
+        BagReader(bag)
+    assert ee_seg(['replay', str(bag), '--out', str(tmp_path / 'o'), '--quiet']) == 2
+    assert 'metadata.yaml is empty' in _one_line_error(capsys)

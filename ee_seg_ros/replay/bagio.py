@@ -117,6 +117,9 @@ class BagReader:
                            '.mcap / .db3 file')
         if self.path.is_dir() and not (self.path / 'metadata.yaml').exists():
             raise BagError(f'{self.path} is not a bag: a rosbag2 folder has a metadata.yaml')
+        if self.path.is_dir() and not (self.path / 'metadata.yaml').read_text(
+                errors='replace').strip():
+            raise BagError(f'cannot read bag {self.path}: its metadata.yaml is empty')
         try:
             self.reader = Reader(self.path)
             self.reader.open()
@@ -126,9 +129,17 @@ class BagReader:
         self.skipped: dict[str, str] = {}
         self.connections = [c for c in self.reader.connections if self._usable(c)]
         self.topics = {c.topic: c.msgtype for c in self.connections}
-        if self.reader.message_count == 0:
+        if self.reader.message_count == 0 and not self._holds_messages():
             self.close()
             raise BagError(f'bag {self.path} holds no messages')
+
+    def _holds_messages(self) -> bool:
+        """Whether any message is stored, whatever the metadata counts (a recorder killed
+        before it rewrote metadata.yaml leaves 0 there)."""
+        try:
+            return next(iter(self.reader.messages()), None) is not None
+        except Exception:
+            return False
 
     def _usable(self, conn) -> bool:
         """Whether messages of this connection can be deserialised; registers its type."""
