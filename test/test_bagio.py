@@ -45,6 +45,8 @@ def write_bag(path, images: dict[str, str], storage='mcap', frames=3, extra=True
                                       rihs01=HASH)
         lost = w.writer.add_connection('/lost', 'my_pkg/msg/Lost', msgdef=UNRESOLVED,
                                        rihs01=HASH)
+        lost2 = w.writer.add_connection('/lost2', 'my_pkg/msg/Lost', msgdef=UNRESOLVED,
+                                        rihs01=HASH)     # the same type on a second topic
         good = w.writer.add_connection('/robot/status', 'my_pkg/msg/Status', msgdef=PARSEABLE,
                                        rihs01=HASH)
     for i in range(frames):
@@ -58,6 +60,7 @@ def write_bag(path, images: dict[str, str], storage='mcap', frames=3, extra=True
             w.writer.write(svc, T0 + i, b'\x00\x01\x00\x00' + bytes(60))
             w.writer.write(bad, T0 + i, b'\x00\x01\x00\x00' + bytes(8))
             w.writer.write(lost, T0 + i, b'\x00\x01\x00\x00' + bytes(8))
+            w.writer.write(lost2, T0 + i, b'\x00\x01\x00\x00' + bytes(8))
             w.ts.register(_status_types())
             status = w.ts.types['my_pkg/msg/Status'](header=w.header(T0 + i, 'base'),
                                                      speed=0.5, mode='auto')
@@ -77,7 +80,8 @@ def test_service_events_and_unparseable_types_are_left_out_not_fatal(tmp_path, s
     with BagReader(bag) as b:
         assert b.topics['/camera/image_raw'] == IMAGE
         assert '/add_two_ints/_service_event' not in b.topics and '/weird' not in b.topics
-        assert set(b.skipped) == {'/add_two_ints/_service_event', '/weird', '/lost'}
+        assert set(b.skipped) == {'/add_two_ints/_service_event', '/weird', '/lost', '/lost2'}
+        assert b.skipped['/lost2'] == b.skipped['/lost']
         assert b.skipped['/lost'] == ('my_pkg/msg/Lost: it uses other_pkg/msg/Thing, which the '
                                       'bag does not define')
         assert all('\n' not in why for why in b.skipped.values())
@@ -195,7 +199,7 @@ def test_a_recording_of_everything_replays_its_colour_camera(tmp_path, bundle, c
     assert ee_seg(['replay', str(bag), '--out', str(out), '--model', str(bundle),
                    '--policy', 'full', '--threads', '1']) == 0
     printed = capsys.readouterr().out
-    assert 'left out 3 topic(s) whose types cannot be read' in printed
+    assert 'left out 4 topic(s) whose types cannot be read' in printed
     report = json.loads((out / 'report.json').read_text())
     assert report['topics']['image'] == '/camera/color/image_raw'
     assert report['frames_received'] == 3 and report['frames_processed'] == 3

@@ -126,7 +126,8 @@ class BagReader:
         except Exception as err:  # rosbags raises several error types for broken bags
             raise BagError(f'cannot read bag {self.path}: {one_line(err)}') from None
         self.ts = typestore()
-        self.skipped: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}          # topic -> why its type cannot be read
+        self._verdict: dict[str, str] = {}         # msgtype -> '' or why not
         self.connections = [c for c in self.reader.connections if self._usable(c)]
         self.topics = {c.topic: c.msgtype for c in self.connections}
         if self.reader.message_count == 0 and not self._holds_messages():
@@ -143,21 +144,28 @@ class BagReader:
 
     def _usable(self, conn) -> bool:
         """Whether messages of this connection can be deserialised; registers its type."""
+        if conn.msgtype not in self._verdict:
+            self._verdict[conn.msgtype] = self._register(conn)
+        why = self._verdict[conn.msgtype]
+        if why:
+            self.skipped[conn.topic] = f'{conn.msgtype}: {why}'
+        return not why
+
+    def _register(self, conn) -> str:
+        """'' once the connection's type is known to the typestore, else the reason why not."""
         if conn.msgtype in self.ts.fielddefs:
-            return True
+            return ''
         try:
             types = _definitions(conn)
             self.ts.register({k: v for k, v in types.items() if k not in self.ts.fielddefs})
             if conn.msgtype not in self.ts.fielddefs:
-                raise ValueError('its definition does not declare it')
-            missing = _unresolved(self.ts.fielddefs, conn.msgtype)
-            if missing:
-                raise ValueError(f'it uses {", ".join(sorted(missing))}, which the bag does '
-                                 'not define')
+                return 'its definition does not declare it'
         except Exception as err:  # parse errors of several kinds: the type is left out
-            self.skipped[conn.topic] = f'{conn.msgtype}: {one_line(err)}'
-            return False
-        return True
+            return one_line(err)
+        missing = _unresolved(self.ts.fielddefs, conn.msgtype)
+        if missing:
+            return f'it uses {", ".join(sorted(missing))}, which the bag does not define'
+        return ''
 
     def close(self) -> None:
         self.reader.close()
