@@ -208,6 +208,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .bench import write_json
+    from .replay.compare import (Tolerances, compare_reports, comparison_json, format_rows,
+                                 load_report)
+    tol = Tolerances(miou_pp=args.tol_miou, deadline_pp=args.tol_deadline,
+                     latency_rel=args.tol_latency / 100, gmacs_rel=args.tol_gmacs / 100,
+                     frames=args.tol_frames)
+    rows = compare_reports(load_report(args.online), load_report(args.offline), tol)
+    print(format_rows(rows, Path(args.online).name, Path(args.offline).name))
+    flagged = [r.figure for r in rows if r.flagged]
+    print('within tolerance' if not flagged else
+          f'{len(flagged)} figure(s) differ beyond tolerance: ' + ', '.join(flagged))
+    if args.json:
+        write_json(Path(args.json), comparison_json(rows, tol, args.online, args.offline))
+    return 1 if flagged else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """A short synthetic drive (battery draining, a CPU-load spike) replayed with the bundled
     model: the README's first command."""
@@ -348,6 +365,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--budget-ms', type=float)
     p.add_argument('--overwrite', action='store_true')
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser('compare', help='an online report beside an offline one, with tolerances',
+                       description='Exit code 0 when every figure is within tolerance, 1 when '
+                                   'some differ, 2 for a report that cannot be read.')
+    p.add_argument('online', help='report folder of ee-seg score (the live node)')
+    p.add_argument('offline', help='report folder of ee-seg replay (the same bag)')
+    p.add_argument('--tol-miou', type=float, default=0.5, help='mIoU, points (0.5)')
+    p.add_argument('--tol-deadline', type=float, default=2.0,
+                   help='deadline hit rate, points (2.0)')
+    p.add_argument('--tol-latency', type=float, default=10.0,
+                   help='latency percentiles, %% of offline (10)')
+    p.add_argument('--tol-gmacs', type=float, default=5.0, help='GMACs, %% of offline (5)')
+    p.add_argument('--tol-frames', type=int, default=0, help='frame counts (0: exact)')
+    p.add_argument('--json', help='write the comparison here')
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser('demo', help='replay a synthetic drive with the bundled model')
     p.add_argument('--out', default='demo-out')
