@@ -169,7 +169,7 @@ BAD_ARGUMENTS = [
     (['replay', '{bag}', '--out', '{bag}/report'], 'lies inside the input'),
     (['replay', '{bag}', '--out', '.', '--overwrite'], 'is the working directory'),
     (['replay', '{bag}', '--out', '/', '--overwrite'], 'root folder'),
-    (['replay', '{bag}', '--out', '~', '--overwrite'], 'home directory'),
+    (['replay', '{bag}', '--out', '{home}', '--overwrite'], 'home directory'),
     (['replay', '{bag}', '--out', '{mine}', '--overwrite'], 'not made by ee-seg'),
     (['replay', '{bag}', '--out', '{tmp}/r', '--labels-dir', '{nope}'], 'does not exist'),
     (['bag-from-images', '{nope}', '--out', '{tmp}/b'], 'not a folder of images'),
@@ -209,7 +209,7 @@ def test_every_command_refuses_bad_input_in_one_line(small, tmp_path, monkeypatc
     monkeypatch.chdir(work)
     names = {'nope': tmp_path / 'nope', 'tmp': tmp_path, 'bag': small['bag'],
              'bundle': small['bundle'], 'images': small['images'],
-             'data': small['root'] / 'data', 'mine': mine}
+             'data': small['root'] / 'data', 'mine': mine, 'home': Path.home()}
     before = {p: p.stat().st_mtime_ns for p in small['root'].rglob('*')}
     code, out, err = run_cli([a.format(**names) for a in argv], capsys)
     assert_one_line_refusal(code, out, err, words)
@@ -300,3 +300,17 @@ def test_bag_metadata_that_lies_or_is_empty(small, tmp_path, capsys):
         code, out, err = run_cli(['replay', counted_zero, '--out', tmp_path / 'b', *base],
                                  capsys)
         assert_one_line_refusal(code, out, err, 'metadata.yaml', words, 'reindex')
+
+
+def test_score_of_a_recording_without_masks_fails_with_the_reason(small, tmp_path, capsys):
+    rec = tmp_path / 'recorded'
+    w = BagWriter(rec)
+    w._conn('/ee_segmenter/mask', 'sensor_msgs/msg/Image')
+    w._conn('/ee_segmenter/exit_stats', 'diagnostic_msgs/msg/DiagnosticArray')
+    w.write('/cpu_load', 'std_msgs/msg/Float32', 1, w.ts.types['std_msgs/msg/Float32'](data=0.5))
+    w.close()
+    code, out, err = run_cli(['score', rec, '--out', tmp_path / 's', '--model',
+                              small['bundle']], capsys)
+    assert code == 1 and 'Traceback' not in out + err
+    assert err.strip() == (f'ee-seg score: error: no frame processed: the recording in {rec} '
+                           'holds no ~/mask messages')
