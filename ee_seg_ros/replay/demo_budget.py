@@ -91,12 +91,12 @@ def what_the_demo_measures(budget: MeasuredBudget, frames: int, rate: float, see
     return '\n'.join([
         '## What this demo measures', '',
         f'{frames} synthetic street scenes (seed {seed}, drawn by `ee_seg_ros.data.synthetic` '
-        f'with exact CamVid class ids; none of them was in the training data) replayed at '
-        f'{rate:g} Hz through the same pipeline and controller as the ROS 2 node, with a '
-        'battery draining from 60% to 8% and a recorded CPU-load spike (a signal in the bag: '
-        'the CPU itself is not loaded, but the controller reacts as the node would, and runs '
-        'on one thread during the spike).', '',
-        f'- The {budget.describe()}.',
+        'with exact CamVid class ids; `ee-seg train --synthetic` draws seed 1 by default, so '
+        f'these frames are not among its training scenes) replayed at {rate:g} Hz through the '
+        'same pipeline and controller as the ROS 2 node, with a battery draining from 60% to '
+        '8% and a CPU-load spike (a signal in the bag that does not load the CPU; the '
+        'controller reacts to it as the node would, and runs on one thread during the spike).',
+        '', f'- Budget: {budget.describe()}.',
         '- Deadline hit rate and latency: wall-clock time per frame on this machine against '
         'that budget; they move from run to run and with whatever else runs on the CPU.',
         '- mIoU: the adaptive points\' masks against the scenes\' exact labels, over all '
