@@ -78,13 +78,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     lo, hi = args.pause_range
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f'--pause-range {lo},{hi}: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1')
+    extra, fraction = _synthetic_pool(args, train.spec, labels)
     cfg = TrainConfig(out_dir=args.out, minutes=args.minutes, batch=args.batch,
                       threads=args.threads, device=args.device, seed=args.seed,
-                      pause_range=args.pause_range,
+                      pause_range=args.pause_range, synthetic_fraction=fraction,
+                      warmup_steps=args.warmup_steps,
                       **({'lr': args.lr} if args.lr else {}),
                       **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
                          if args.init_from else {}))
-    trainer = Trainer(cfg, train.spec, images, labels, val)
+    trainer = Trainer(cfg, train.spec, images, labels, val, extra)
     if args.init_from:
         from .bundle import load_bundle
         bundle = load_bundle(args.init_from)
@@ -103,6 +105,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     bundle = save_bundle(Path(args.out) / 'bundle', model, train.spec)
     print(f'bundle written to {bundle} (calibrate it next: ee-seg calibrate --model {bundle})')
     return 0
+
+
+def _synthetic_pool(args: argparse.Namespace, spec, labels: Sequence) -> tuple:
+    """``--synthetic N`` scenes (seed ``--synthetic-seed``) at the training set's most common
+    resolution, and the share of each batch they make up: ``--synthetic-fraction``, or by
+    default their share of the pooled frames."""
+    if args.synthetic < 0:
+        raise ValueError(f'--synthetic must be a number of scenes >= 0, got {args.synthetic}')
+    if args.synthetic == 0:
+        if args.synthetic_fraction:
+            raise ValueError('--synthetic-fraction needs --synthetic N scenes to mix in')
+        return None, 0.0
+    from collections import Counter
+
+    from .data.labels import CAMVID
+    from .data.synthetic import SyntheticScenes
+    if spec.class_names != CAMVID.class_names:
+        raise ValueError('--synthetic scenes carry CamVid class ids; '
+                         f'the {args.dataset} dataset has other classes')
+    fraction = args.synthetic_fraction
+    if fraction is None:
+        fraction = args.synthetic / (args.synthetic + len(labels))
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f'--synthetic-fraction must be between 0 and 1, got {fraction}')
+    size = Counter(label.shape for label in labels).most_common(1)[0][0]
+    scenes = SyntheticScenes(args.synthetic, seed=args.synthetic_seed, size=size)
+    print(f'mixing {args.synthetic} synthetic scenes ({size[1]}x{size[0]}, seed '
+          f'{args.synthetic_seed}) into {fraction:.0%} of each batch')
+    return scenes.load_all(), fraction
 
 
 class _Head(Sequence):
@@ -281,19 +312,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A short synthetic drive (battery draining, a CPU-load spike) replayed with the bundled
-    model: the README's first command."""
+    model: the README's first command. Its budget is sized from what this machine measures."""
     import tempfile
 
-    from .data.synthetic import write_camvid_layout
+    from .data.synthetic import SyntheticScenes, write_camvid_layout
     from .outdir import check_out
     from .replay.api import print_summary, replay_bag
+    from .replay.demo_budget import (annotate_report, given_budget, measure_budget,
+                                     what_the_demo_measures)
     from .replay.make_bag import bag_from_images
     from .replay.run import ReplayOptions
+    from .runtime import Segmenter
     out = Path(args.out)
     bag = out.parent / f'{out.name}_input_bag'
     # both folders are replaced on every run, but only when an earlier demo made them
     check_out(out, (args.model, bag), overwrite=True)
     check_out(bag, (args.model,), overwrite=True)
+    segmenter = Segmenter(args.model, threads=args.threads, backend=args.backend)
+    if args.budget_ms is not None:
+        budget = given_budget(segmenter, args.budget_ms)
+    else:
+        scenes = SyntheticScenes(min(args.frames, 3), seed=args.seed)
+        budget = measure_budget(segmenter, [scenes[i][0] for i in range(len(scenes))],
+                                args.budget_multiple)
+    del segmenter
+    print(budget.describe())
     with tempfile.TemporaryDirectory() as tmp:
         write_camvid_layout(Path(tmp), 'drive', args.frames, seed=args.seed)
         duration = args.frames / args.rate
@@ -302,10 +345,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         cpu_trace=f'spike:{duration * 0.25:.1f},{duration * 0.5:.1f},0.95',
                         overwrite=True)
     print(f'synthetic drive: {args.frames} frames at {args.rate} Hz in {bag}')
-    opts = ReplayOptions(budget_ms=args.budget_ms, policy='adaptive', compare_full=True)
+    opts = ReplayOptions(budget_ms=budget.budget_ms, policy='adaptive', compare_full=True)
     report = replay_bag(bag, out, opts, args.model, args.backend, args.threads,
                         overwrite=True)
+    annotate_report(out, budget, what_the_demo_measures(budget, args.frames, args.rate,
+                                                        args.seed))
     print_summary(report, out)
+    print(budget.describe())
     return _no_work('demo', report)
 
 
@@ -341,12 +387,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
     p.add_argument('--lr', type=_float_list(3, 'three comma-separated learning rates'),
                    help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
+    p.add_argument('--warmup-steps', type=_COUNT,
+                   default=150, help='linear warm-up of stage 1 (fewer suit a fine-tune)')
     p.add_argument('--pause-range', default=(0.9, 1.0),
                    type=_float_list(2, 'LOW,HIGH, e.g. 0.9,1.0'),
                    help='stage 3: range of the per-image confidence thresholds that pause tokens '
                         '(the confident end keeps what depth adds; see README)')
     p.add_argument('--reset-decoder', action='store_true',
                    help='with --init-from: fit the final decoder afresh (stage 3)')
+    p.add_argument('--synthetic', type=int, default=0, metavar='N',
+                   help='mix N synthetic street scenes (exact CamVid ids) into training')
+    p.add_argument('--synthetic-seed', type=int, default=1,
+                   help='seed of those scenes (the demo drives seed 0, so 1 keeps its frames '
+                        'out of training)')
+    p.add_argument('--synthetic-fraction', type=float, default=None,
+                   help='share of each batch drawn from the scenes (default: their share of '
+                        'all frames)')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='evaluate a bundle at one policy on a labelled split')
@@ -447,7 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--frames', type=_POSITIVE_INT, default=60)
     p.add_argument('--rate', type=_POSITIVE, default=5.0)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--budget-ms', type=_POSITIVE, default=60.0)
+    p.add_argument('--budget-ms', type=_POSITIVE, default=None,
+                   help='fixed latency budget (default: --budget-multiple x the latency of the '
+                        'cheapest point, measured here at warm-up)')
+    p.add_argument('--budget-multiple', type=_POSITIVE, default=2.0,
+                   help='budget = this multiple of the cheapest point\'s latency measured '
+                        'here at warm-up (default 2)')
     _add_runtime_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -43,6 +43,7 @@ class TrainConfig:
     threads: int = 2
     device: str = 'auto'
     seed: int = 0
+    synthetic_fraction: float = 0.0   # share of each batch drawn from the extra (synthetic) pool
     eval_every_min: float = 15.0
     checkpoint_every_min: float = 5.0
     model: dict = field(default_factory=dict)
@@ -57,10 +58,19 @@ def pick_device(name: str) -> torch.device:
 class Trainer:
     def __init__(self, cfg: TrainConfig, spec: LabelSpec,
                  train_images: Sequence[np.ndarray], train_labels: Sequence[np.ndarray],
-                 val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None) -> None:
+                 val: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+                 extra: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None) -> None:
+        """``extra`` is a second pool of labelled frames (the synthetic street scenes) that
+        makes up ``cfg.synthetic_fraction`` of each batch on average; the class weights come
+        from the main training set alone, so mixing scenes in does not re-weight its loss."""
         self.cfg = cfg
         self.spec = spec
         self.images, self.labels = list(train_images), list(train_labels)
+        self.extra_images, self.extra_labels = (list(extra[0]), list(extra[1])) if extra else ([], [])
+        if not 0.0 <= cfg.synthetic_fraction < 1.0:
+            raise ValueError(f'synthetic fraction must be in [0, 1), got {cfg.synthetic_fraction}')
+        if cfg.synthetic_fraction > 0 and not self.extra_images:
+            raise ValueError('a synthetic fraction above 0 needs synthetic scenes to draw from')
         self.val = val
         self.device = pick_device(cfg.device)
         torch.set_num_threads(cfg.threads)
@@ -138,10 +148,22 @@ class Trainer:
         with self.log_path.open('a') as f:
             f.write(json.dumps(record) + '\n')
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sources(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The batch's (image, label) pairs before augmentation; each comes from the extra
+        pool with probability ``synthetic_fraction`` (no extra draws when it is 0, so runs
+        without scenes are unchanged)."""
         idx = self.rng.integers(0, len(self.images), self.cfg.batch)
-        pairs = [augment(self.images[i], self.labels[i], self.cfg.crop, self.cfg.scale, self.rng)
-                 for i in idx]
+        pairs = [(self.images[i], self.labels[i]) for i in idx]
+        if self.cfg.synthetic_fraction > 0:
+            pick = self.rng.random(self.cfg.batch) < self.cfg.synthetic_fraction
+            alt = self.rng.integers(0, len(self.extra_images), self.cfg.batch)
+            pairs = [(self.extra_images[j], self.extra_labels[j]) if p else pair
+                     for pair, p, j in zip(pairs, pick, alt)]
+        return pairs
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [augment(image, label, self.cfg.crop, self.cfg.scale, self.rng)
+                 for image, label in self._sources()]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
         y = torch.from_numpy(np.stack([p[1] for p in pairs])).to(self.device)
         x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
