@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,12 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str | None = None,
                backend: str = 'torch', threads: int = 2, overwrite: bool = False,
-               log=print) -> dict:
+               log=print, segmenter: Segmenter | None = None) -> dict:
+    """One bag into ``out``; ``segmenter`` (already loaded) lets a fleet worker reuse one
+    model for all its bags."""
     out = Path(out)
-    segmenter = Segmenter(model, threads=threads, backend=backend)
+    if segmenter is None:
+        segmenter = Segmenter(model, threads=threads, backend=backend)
     with BagReader(bag) as reader:
         # a bad bag, model, topic or labels folder is refused before anything is written
         replayer = Replayer(reader, out / 'output_bag', segmenter, opts, log)
@@ -40,33 +42,6 @@ def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str
     files = write_plots(report, state, segmenter.bundle, out)
     write_report(report, files, out)
     return report
-
-
-def _one(args) -> dict:
-    bag, out, opts, model, backend, threads, overwrite = args
-    return replay_bag(bag, out, opts, model, backend, threads, overwrite, log=lambda *_: None)
-
-
-def replay_many(bags: list[str], out: str | Path, opts: ReplayOptions, model=None,
-                backend='torch', threads=2, jobs=1, overwrite=False, log=print) -> list[dict]:
-    """Several bags, each into its own sub-folder, ``jobs`` at a time in separate processes."""
-    out = Path(out)
-    prepare_out(out, overwrite)
-    names = [Path(b).stem or Path(b).name for b in bags]
-    if len(set(names)) != len(names):
-        names = [f'{i:02d}_{n}' for i, n in enumerate(names)]
-    per_job = max(1, threads // max(jobs, 1))
-    work = [(b, out / n, opts, model, backend, per_job, True) for b, n in zip(bags, names)]
-    if jobs <= 1:
-        reports = [replay_bag(*w[:6], overwrite=True, log=log) for w in work]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            reports = list(pool.map(_one, work))
-    summary = [{k: r[k] for k in ('bag', 'frames_received', 'frames_processed', 'miou',
-                                  'latency_ms_p50', 'deadline_hit_rate', 'gmacs_mean')}
-               for r in reports]
-    (out / 'summary.json').write_text(json.dumps(summary, indent=1) + '\n')
-    return reports
 
 
 def score_recording(recorded: str | Path, out: str | Path, labels: str | None = None,
