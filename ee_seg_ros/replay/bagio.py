@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .bagcheck import holds_messages, metadata_problem
+
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 BATTERY = 'sensor_msgs/msg/BatteryState'
@@ -50,13 +52,16 @@ class BagReader:
                            '.mcap / .db3 file')
         if self.path.is_dir() and not (self.path / 'metadata.yaml').exists():
             raise BagError(f'{self.path} is not a bag: a rosbag2 folder has a metadata.yaml')
+        problem = metadata_problem(self.path) if self.path.is_dir() else None
+        if problem:
+            raise BagError(problem)
         try:
             self.reader = AnyReader([self.path], default_typestore=typestore())
             self.reader.open()
         except Exception as err:  # rosbags raises several error types for broken bags
             raise BagError(f'cannot read bag {self.path}: {err}') from None
         self.topics = {c.topic: c.msgtype for c in self.reader.connections}
-        if self.reader.message_count == 0:
+        if self.reader.message_count == 0 and not holds_messages(self.reader):
             self.close()
             raise BagError(f'bag {self.path} holds no messages')
 

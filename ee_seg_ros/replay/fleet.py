@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from ..outdir import _HOLDER_PREFIX
 from .run import ReplayOptions
 
 BAG_SUFFIXES = ('.mcap', '.db3')
@@ -81,19 +82,20 @@ def is_bag(path: Path) -> bool:
 
 
 def _search(folder: Path) -> Iterator[Path]:
-    """Bags below ``folder``, in name order; hidden folders and ee-seg outputs are skipped
-    (an output folder holds output bags, which are not drives to evaluate)."""
+    """Bags below ``folder``, in name order; hidden folders and ee-seg output folders that
+    are not bags themselves are skipped (a replay's output holds output bags, which are not
+    drives to evaluate)."""
     from ..outdir import is_ours
     for root, dirs, files in os.walk(folder):
         here = Path(root)
         keep = []
         for d in sorted(dirs):
             sub = here / d
-            if d.startswith('.') or is_ours(sub):
+            if d.startswith('.'):
                 continue
             if (sub / 'metadata.yaml').is_file():
-                yield sub
-            else:
+                yield sub                     # a bag (bag-from-images marks its bags too)
+            elif not is_ours(sub):            # a replay's output folder holds output bags
                 keep.append(d)
         dirs[:] = keep
         for f in sorted(files):
@@ -167,7 +169,7 @@ def one_line(err: BaseException) -> str:
 
 def replay_job(job: BagJob, s: FleetSettings, out: Path) -> BagOutcome:
     """Replay one bag into ``out/<name>``; any error fails this bag, not the caller."""
-    from .api import replay_bag
+    from .api import no_work_reason, replay_bag
     start = time.perf_counter()
     if s.fault == f'{job.name}:kill':
         os.kill(os.getpid(), signal.SIGKILL)          # test hook: the worker dies mid-fleet
@@ -182,11 +184,9 @@ def replay_job(job: BagJob, s: FleetSettings, out: Path) -> BagOutcome:
         return BagOutcome(job.name, job.bag, 'failed', one_line(err),
                           wall_s=time.perf_counter() - start)
     processed = int(report['frames_processed'])
-    if processed == 0:
-        reasons = ', '.join(f'{k} ({v})' for k, v in report['rejected_reasons'].items())
-        return BagOutcome(job.name, job.bag, 'failed',
-                          f'no frame processed ({report["frames_received"]} received'
-                          + (f'; rejected: {reasons}' if reasons else '') + ')',
+    reason = no_work_reason(report)              # zero work is not success
+    if reason is not None:
+        return BagOutcome(job.name, job.bag, 'failed', reason,
                           wall_s=time.perf_counter() - start)
     return BagOutcome(job.name, job.bag, 'ok', None, processed, time.perf_counter() - start)
 
@@ -340,6 +340,8 @@ def _prepare(out: Path, jobs: list[BagJob], identity: dict, inputs: list[str],
         jobs = renamed
         for f in ('report.json', 'report.md'):       # the old fleet report: ours, now stale
             (out / f).unlink(missing_ok=True)
+        for holder in out.glob(_HOLDER_PREFIX + '*'):  # a bag staged by a killed worker
+            _remove_inside(out, holder)
         for job in jobs:
             folder = out / job.name
             report = finished_report(folder, job.bag)
@@ -360,7 +362,8 @@ def _remove_inside(out: Path, folder: Path) -> None:
     """A bag folder inside our (marked) fleet folder, left by an interrupted bag."""
     import shutil
     from ..outdir import is_ours
-    if is_ours(out) and folder.parent == out and folder.name not in RESERVED:
+    if (is_ours(out) and folder.parent == out and folder.is_dir()
+            and folder.name not in RESERVED):
         shutil.rmtree(folder)
 
 
