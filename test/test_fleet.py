@@ -113,6 +113,11 @@ def test_discovery_finds_folders_and_loose_files_with_unique_names(world, tmp_pa
     assert ee_seg(['replay', str(tmp_path / 'missing'), '--out', str(tmp_path / 'o')]) == 2
     (tmp_path / 'empty').mkdir()
     assert ee_seg(['replay', str(tmp_path / 'empty'), '--out', str(tmp_path / 'o')]) == 2
+    drives = str(world['drives'])
+    assert ee_seg(['replay', drives, '--out', str(tmp_path / 'o'), '--ray', '--jobs', '2']) == 2
+    (tmp_path / 'plain').mkdir()
+    assert ee_seg(['replay', drives, '--out', str(tmp_path / 'plain'), '--resume']) == 2
+    assert ee_seg(['replay', drives, '--out', str(world['drives'] / 'x')]) == 2  # inside input
     # a folder written by ee-seg (it holds output bags) is not searched for drives
     (tmp_path / 'scan').mkdir()
     shutil.copytree(world['whole'], tmp_path / 'scan' / 'drive')
@@ -157,6 +162,14 @@ def test_bad_bags_fail_alone_and_merged_figures_equal_one_bag(world, tmp_path, c
     md = (out / 'report.md').read_text()
     assert 'Worst bags by mIoU' in md and 'Worst bags by deadline hit rate' in md
     assert 'nocamera' in md and (out / 'bags.png').stat().st_size > 100
+
+
+def test_only_the_ray_engine_imports_ray():
+    package = REPO / 'ee_seg_ros'
+    importers = sorted(str(p.relative_to(package)) for p in package.rglob('*.py')
+                       if any(line.strip().startswith(('import ray', 'from ray'))
+                              for line in p.read_text().splitlines()))
+    assert importers == ['replay/fleet_ray.py']
 
 
 def test_fleet_percentiles_are_over_all_frames_not_averaged(world):

@@ -346,7 +346,8 @@ def _prepare(out: Path, jobs: list[BagJob], identity: dict, inputs: list[str],
             folder = out / job.name
             report = finished_report(folder, job.bag)
             if report is not None:
-                done[job.name] = report
+                from .fleet_report import slim
+                done[job.name] = slim(report, job.name)
             elif folder.exists():                    # a bag cut short: ours, done again
                 remove_ours(folder) if is_ours(folder) else _remove_inside(out, folder)
     else:
@@ -373,7 +374,7 @@ def run_fleet(inputs: list[str], out: str | Path, settings: FleetSettings, jobs:
     """Replay every bag of ``inputs`` into ``out`` and write the fleet report; the exit code:
     0 every bag ok, 3 some failed, 130 interrupted (finished bags kept, no fleet report)."""
     from ..bundle import MANIFEST, load_bundle, sha256
-    from .fleet_report import merge_reports, write_fleet_plots, write_fleet_report
+    from .fleet_report import merge_reports, slim, write_fleet_plots, write_fleet_report
     if settings.threads < 1 or jobs < 1:
         raise FleetError('--threads and --jobs must be at least 1')
     out = Path(out).absolute()
@@ -423,7 +424,7 @@ def run_fleet(inputs: list[str], out: str | Path, settings: FleetSettings, jobs:
                 outcomes[o.name] = o = dataclasses.replace(
                     o, status='failed', reason=f'its report is missing from {out / o.name}')
                 continue
-            reports.append({**report, '_name': o.name})
+            reports.append(slim(report, o.name))
     ordered = [outcomes[j.name] for j in found]
     fleet = merge_reports(reports, ordered, settings.opts, bundle, engine)
     files = write_fleet_plots(fleet, reports, out)

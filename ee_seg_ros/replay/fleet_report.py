@@ -21,6 +21,27 @@ from .report import _pct
 WORST = 5      # bags listed in report.md by mIoU and by deadline hit rate
 
 
+def frame_columns(report: dict) -> dict:
+    """A bag's per-frame series as compact columns (what the merge needs), so a fleet of
+    thousands of bags does not hold every frame's dict in memory at once."""
+    series = report['series']
+    return {'latency_ms': np.array([s['latency_ms'] for s in series], dtype=np.float64),
+            'exit': np.array([s['exit'] for s in series], dtype=np.int64),
+            'gmacs': np.array([s['gmacs'] for s in series], dtype=np.float64),
+            'stopped': np.array([s['stopped'] for s in series], dtype=np.float64),
+            'point': Counter(s['point'] for s in series)}
+
+
+def slim(report: dict, name: str) -> dict:
+    """A bag's report for merging: its series replaced by columns."""
+    return {**{k: v for k, v in report.items() if k != 'series'}, '_name': name,
+            '_cols': frame_columns(report)}
+
+
+def _cols(report: dict) -> dict:
+    return report['_cols'] if '_cols' in report else frame_columns(report)
+
+
 def _sum_dicts(reports: list[dict], key: str) -> dict:
     total: Counter = Counter()
     for r in reports:
@@ -35,8 +56,11 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
     names = bundle.labels.class_names
     k = bundle.labels.num_classes
     num_exits = len(bundle.config['exit_after'])
-    series = [s for r in reports for s in r['series']]
-    lat = np.array([s['latency_ms'] for s in series], dtype=np.float64)
+    cols = [_cols(r) for r in reports]
+    lat = np.concatenate([c['latency_ms'] for c in cols]) if cols else np.zeros(0)
+    exit_taken = np.concatenate([c['exit'] for c in cols]) if cols else np.zeros(0, int)
+    gmacs = np.concatenate([c['gmacs'] for c in cols]) if cols else np.zeros(0)
+    stopped = np.concatenate([c['stopped'] for c in cols]) if cols else np.zeros(0)
     confusion = ConfusionMatrix(k)
     for r in reports:
         confusion.mat += np.asarray(r['confusion_matrix'], dtype=np.int64)
@@ -45,14 +69,13 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
         agreement = ConfusionMatrix(k)
         for r in reports:
             agreement.mat += np.asarray(r['agreement_matrix'], dtype=np.int64)
-    exits = (np.bincount([s['exit'] for s in series], minlength=num_exits + 1) if series
-             else np.zeros(num_exits + 1, int))
+    exits = np.bincount(exit_taken, minlength=num_exits + 1)
     full = [v for r in reports for v in r.get('full_latency_ms') or []]
     full_lat = (float(np.mean(full)) if full
                 else (bundle.profile or {}).get('full_latency_ms_p50'))
     points: Counter = Counter()
-    for s in series:
-        points[s['point']] += 1
+    for c in cols:
+        points.update(c['point'])
     scored = int(confusion.mat.sum() > 0)
     received = sum(r['frames_received'] for r in reports)
     processed = sum(r['frames_processed'] for r in reports)
@@ -90,16 +113,14 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
         'deadline_hit_rate': round(float((lat <= opts.budget_ms).mean()), 4)
         if lat.size else None,
         'guard_stops': sum(r['guard_stops'] for r in reports),
-        'gmacs_mean': round(float(np.mean([s['gmacs'] for s in series])), 4)
-        if series else None,
+        'gmacs_mean': round(float(gmacs.mean()), 4) if gmacs.size else None,
         'speedup_over_full': round(full_lat / float(lat.mean()), 3)
         if lat.size and full_lat else None,
         'speedup_reference': 'measured full depth on the same frames (--compare full)'
         if full else 'the bundle profile\'s full-depth latency',
         'exit_histogram': {**{f'exit{i}': int(v) for i, v in enumerate(exits[:-1])},
                            'final': int(exits[-1])},
-        'stopped_fraction_mean': round(float(np.mean([s['stopped'] for s in series])), 4)
-        if series else None,
+        'stopped_fraction_mean': round(float(stopped.mean()), 4) if stopped.size else None,
         'operating_point_switches': sum(r['operating_point_switches'] for r in reports),
         'operating_points_used': dict(points),
         'miou': round(confusion.miou() * 100, 3) if scored else None,
@@ -136,8 +157,8 @@ def write_fleet_plots(report: dict, reports: list[dict], out: Path) -> dict[str,
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     files = {}
-    lat = [s['latency_ms'] for r in reports for s in r['series']]
-    if lat:
+    lat = np.concatenate([_cols(r)['latency_ms'] for r in reports]) if reports else []
+    if len(lat):
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.hist(lat, bins=50)
         ax.axvline(report['budget_ms'], color='red', lw=1, label='budget')
