@@ -94,7 +94,7 @@ from ee_seg_ros.replay import fleet_ray
 from ee_seg_ros.replay.fleet import FleetSettings, discover, replay_job
 from ee_seg_ros.replay.run import ReplayOptions
 bags, out, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-jobs = discover([bags])
+jobs = discover([bags])[:int(sys.argv[4])]
 settings = FleetSettings(ReplayOptions(policy='full', budget_ms=1e4), threads=threads)
 from ee_seg_ros.bundle import default_bundle_path
 import hashlib
@@ -125,6 +125,11 @@ def main() -> int:
     parser.add_argument('--labels', required=True)
     parser.add_argument('--bags', type=int, default=24)
     parser.add_argument('--frames', type=int, default=10)
+    parser.add_argument('--jobs1-threads', type=int, default=2,
+                        help='inference threads of the --jobs 1 run (1 on a busy machine, '
+                             'where two threads stall each other)')
+    parser.add_argument('--overhead-bags', type=int, default=8,
+                        help='bags replayed one at a time for the Ray task overhead')
     parser.add_argument('--json', default='fleet_replay.json')
     args = parser.parse_args()
     import numpy as np
@@ -135,10 +140,12 @@ def main() -> int:
         base = [sys.executable, '-m', 'ee_seg_ros.cli', 'replay', str(tmp / 'drives'),
                 '--policy', 'full', '--budget-ms', '10000', '--quiet']
         problem = namespace_problem()
-        runs = {'jobs 1, 2 threads': (['--jobs', '1', '--threads', '2'], False),
+        t1 = str(args.jobs1_threads)
+        runs = {f'jobs 1, {t1} thread(s)': (['--jobs', '1', '--threads', t1], False),
                 'jobs 2, 1 thread each': (['--jobs', '2', '--threads', '1'], False),
                 'ray (local, 2 tasks of 1 thread)': (['--ray', '--threads', '1'], True)}
-        result = {'bags': args.bags, 'frames_per_bag': args.frames, 'frames': total,
+        result = {'jobs1_threads': args.jobs1_threads, 'bags': args.bags,
+                  'frames_per_bag': args.frames, 'frames': total,
                   'cpus': os.cpu_count(), 'loadavg_start': os.getloadavg(), 'runs': {}}
         confusions = {}
         for name, (extra, ray) in runs.items():
@@ -160,7 +167,7 @@ def main() -> int:
                            latency_ms_p50=report['latency_ms_p50'],
                            bags_ok=report['bags_ok'])
             if not ray and extra[1] == '1':          # jobs 1: the whole fleet in one process
-                row['worker_peak_rss_mb'] = []
+                row['worker_peak_rss_mb'] = [row['driver_peak_rss_mb']]
             result['runs'][name] = row
             print(name, json.dumps({k: v for k, v in row.items() if k != 'output_tail'}),
                   flush=True)
@@ -172,7 +179,8 @@ def main() -> int:
             script.write_text(RAY_OVERHEAD)
             (tmp / 'ovh').mkdir()
             done = subprocess.run(in_namespace([sys.executable, str(script),
-                                                str(tmp / 'drives'), str(tmp / 'ovh'), '2']),
+                                                str(tmp / 'drives'), str(tmp / 'ovh'), '1',
+                                                str(args.overhead_bags)]),
                                   capture_output=True, text=True,
                                   env={**os.environ, 'PYTHONPATH': str(REPO)})
             if done.returncode != 0:
@@ -185,7 +193,7 @@ def main() -> int:
                 local = data['in_process_s'][1:]
                 frame_s = float(np.median(local)) / args.frames
                 result['ray_overhead'] = {
-                    'threads': 2, 'bags_measured': len(rows),
+                    'threads': 1, 'bags_measured': len(rows),
                     'task_overhead_ms_median': round(float(np.median(over)) * 1e3, 1),
                     'task_overhead_ms_max': round(float(np.max(over)) * 1e3, 1),
                     'ray_bag_s_median': round(float(np.median(ray_bag)), 3),

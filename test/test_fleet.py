@@ -227,16 +227,17 @@ def test_a_killed_worker_fails_its_bag_only(world, tmp_path, capsys):
     assert '3/3' in bar and 'failed=1' in bar and 'fps=' in bar
 
 
-def _interrupted_run(world, out: Path, jobs: str) -> subprocess.CompletedProcess:
+def _interrupted_run(world, out: Path, engine: list[str],
+                     wrap: list[str] = ()) -> subprocess.CompletedProcess:
     """A fleet run that gets Ctrl-C (SIGINT to its process group, as a terminal sends it)
     once the first bag has finished and while the next is still running."""
     env = {**os.environ, FAULT_ENV: 'robot1__tuesday:sleep', 'PYTHONPATH': str(REPO)}
-    cmd = [sys.executable, '-m', 'ee_seg_ros.cli', 'replay', str(world['drives']), '--out',
-           str(out), '--model', str(world['bundle']), '--quiet', '--threads', '1',
-           '--policy', POLICY, '--jobs', jobs]
+    cmd = [*wrap, sys.executable, '-m', 'ee_seg_ros.cli', 'replay', str(world['drives']),
+           '--out', str(out), '--model', str(world['bundle']), '--quiet', '--threads', '1',
+           '--policy', POLICY, *engine]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (out / 'robot1__monday' / 'report.json').exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
         time.sleep(0.1)
@@ -249,7 +250,7 @@ def _interrupted_run(world, out: Path, jobs: str) -> subprocess.CompletedProcess
 @pytest.mark.parametrize('jobs', ['1', '2'])
 def test_interrupt_keeps_finished_bags_and_resume_finishes(world, tmp_path, capsys, jobs):
     out = tmp_path / 'fleet'
-    run = _interrupted_run(world, out, jobs)
+    run = _interrupted_run(world, out, ['--jobs', jobs])
     assert run.returncode == 130, run.stdout
     assert 'Traceback' not in run.stdout and '--resume' in run.stdout
     assert not (out / 'report.json').exists()                 # nothing that looks complete
@@ -360,3 +361,15 @@ def test_ray_worker_killed_fails_its_bag_only(world, tmp_path):
     assert 'died' in status['robot1__tuesday'][1]
     assert status['robot1__monday'][0] == status['robot2__wednesday'][0] == 'ok'
     assert r['frames_processed'] == 6
+
+
+@needs_namespace
+def test_ray_run_interrupted_keeps_finished_bags_and_writes_no_fleet_report(world, tmp_path):
+    out = tmp_path / 'ray'
+    wrap = ['unshare', '-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"']
+    run = _interrupted_run(world, out, ['--ray'], wrap)
+    assert run.returncode == 130, run.stdout
+    assert 'Traceback' not in run.stdout and '--resume' in run.stdout
+    assert not (out / 'report.json').exists()
+    assert load(out / 'robot1__monday' / 'report.json')['frames_processed'] == 3
+    assert not (out / 'robot1__tuesday').exists()
