@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--compare', choices=('none', 'full'), default='none')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
                    help='output bag: sqlite3 (version 8, Humble) or mcap (version 9)')
-    p.add_argument('--jobs', type=_POSITIVE_INT, help='bags replayed in parallel in local processes')
+    p.add_argument('--jobs', type=_POSITIVE_INT,
+                   help='bags replayed in parallel in local processes')
     p.add_argument('--ray', action='store_true',
                    help='each bag as a Ray task (pip install "ee_seg_ros[fleet]"): a local '
                         'Ray on 127.0.0.1, or the cluster of --ray-address / RAY_ADDRESS')

@@ -17,7 +17,7 @@ import re
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -298,8 +298,6 @@ def progress(total: int, initial: int, quiet: bool):
                 desc='fleet')
 
 
-Runner = Callable[[list[BagJob], FleetSettings, Path], Iterator[BagOutcome]]
-
 
 # -- the driver --------------------------------------------------------------------------------
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -351,8 +349,8 @@ def _prepare(out: Path, jobs: list[BagJob], identity: dict, inputs: list[str],
             elif folder.exists():                    # a bag cut short: ours, done again
                 remove_ours(folder) if is_ours(folder) else _remove_inside(out, folder)
     else:
-        if out.exists():
-            remove_ours(out)                         # check_out allowed it: ours, --overwrite
+        if out.exists():                             # check_out allowed it: --overwrite
+            remove_ours(out) if is_ours(out) else out.rmdir()     # ours, or empty
         make_output_dir(out, 'replay')
     write_text_atomic(out / FLEET_FILE, json.dumps(
         {'identity': identity, 'bags': [dataclasses.asdict(j) for j in jobs]}, indent=1) + '\n')
@@ -377,6 +375,12 @@ def run_fleet(inputs: list[str], out: str | Path, settings: FleetSettings, jobs:
     from .fleet_report import merge_reports, slim, write_fleet_plots, write_fleet_report
     if settings.threads < 1 or jobs < 1:
         raise FleetError('--threads and --jobs must be at least 1')
+    if ray:
+        try:
+            from .fleet_ray import run_ray
+        except ImportError as err:
+            raise FleetError(f'--ray needs Ray ({err}): pip install "ee_seg_ros[fleet]"') \
+                from None
     out = Path(out).absolute()
     found = [BagJob(str(Path(j.bag).absolute()), j.name) for j in discover(inputs)]
     bundle = load_bundle(settings.model)
@@ -390,7 +394,6 @@ def run_fleet(inputs: list[str], out: str | Path, settings: FleetSettings, jobs:
     log(f'fleet: {len(found)} bags ({len(done)} finished before, {len(todo)} to replay) on '
         f'{engine}, {settings.threads} inference thread(s) per bag')
     if ray:
-        from .fleet_ray import run_ray
         stream = run_ray(todo, settings, out, ray_address, bundle.path)
     else:
         stream = run_local(todo, settings, out, jobs)
