@@ -130,6 +130,10 @@ def main() -> int:
                              'where two threads stall each other)')
     parser.add_argument('--overhead-bags', type=int, default=8,
                         help='bags replayed one at a time for the Ray task overhead')
+    parser.add_argument('--engines', default='jobs1,jobs2,ray',
+                        help='which runs: any of jobs1, jobs2, ray')
+    parser.add_argument('--no-overhead', action='store_true',
+                        help='skip the one-task-at-a-time Ray overhead probe')
     parser.add_argument('--json', default='fleet_replay.json')
     args = parser.parse_args()
     import numpy as np
@@ -141,9 +145,11 @@ def main() -> int:
                 '--policy', 'full', '--budget-ms', '10000', '--quiet']
         problem = namespace_problem()
         t1 = str(args.jobs1_threads)
-        runs = {f'jobs 1, {t1} thread(s)': (['--jobs', '1', '--threads', t1], False),
-                'jobs 2, 1 thread each': (['--jobs', '2', '--threads', '1'], False),
-                'ray (local, 2 tasks of 1 thread)': (['--ray', '--threads', '1'], True)}
+        runs = {f'jobs 1, {t1} thread(s)': (['--jobs', '1', '--threads', t1], False, 'jobs1'),
+                'jobs 2, 1 thread each': (['--jobs', '2', '--threads', '1'], False, 'jobs2'),
+                'ray (local, 2 tasks of 1 thread)': (['--ray', '--threads', '1'], True, 'ray')}
+        wanted = set(args.engines.split(','))
+        runs = {k: v[:2] for k, v in runs.items() if v[2] in wanted}
         result = {'jobs1_threads': args.jobs1_threads, 'bags': args.bags,
                   'frames_per_bag': args.frames, 'frames': total,
                   'cpus': os.cpu_count(), 'loadavg_start': os.getloadavg(), 'runs': {}}
@@ -155,7 +161,8 @@ def main() -> int:
             out = tmp / f'out_{len(confusions)}'
             cmd = [*base, '--out', str(out), *extra]
             cmd = in_namespace(cmd) if ray else cmd
-            match = ((lambda c: 'default_worker.py' in c) if ray
+            # Ray renames its workers' process titles to ray::IDLE / ray::<task name>
+            match = ((lambda c: c.startswith('ray::') or 'default_worker.py' in c) if ray
                      else (lambda c: 'multiprocessing' in c and 'spawn' in c
                            and 'resource_tracker' not in c))
             row = watch(cmd, match)
@@ -174,7 +181,7 @@ def main() -> int:
         first = next(iter(confusions.values()), None)
         result['identical_confusion_matrices'] = (
             all(c == first for c in confusions.values()) if len(confusions) > 1 else None)
-        if not problem:
+        if not problem and not args.no_overhead:
             script = tmp / 'overhead.py'
             script.write_text(RAY_OVERHEAD)
             (tmp / 'ovh').mkdir()
