@@ -235,8 +235,11 @@ def _interrupted_run(world, out: Path, engine: list[str],
     cmd = [*wrap, sys.executable, '-m', 'ee_seg_ros.cli', 'replay', str(world['drives']),
            '--out', str(out), '--model', str(world['bundle']), '--quiet', '--threads', '1',
            '--policy', POLICY, *engine]
+    # SIG_DFL first: a test run started in the background (nohup, CI) ignores SIGINT, and a
+    # Python started with SIGINT ignored never raises KeyboardInterrupt
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (out / 'robot1__monday' / 'report.json').exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()

@@ -422,7 +422,10 @@ def run_fleet(inputs: list[str], out: str | Path, settings: FleetSettings, jobs:
     reports = []
     for o in ordered:
         if o.status in ('ok', 'skipped'):
-            report = done.get(o.name) or finished_report(out / o.name, o.bag)
+            if o.name in done:                   # skipped: read and slimmed already
+                reports.append(done[o.name])
+                continue
+            report = finished_report(out / o.name, o.bag)
             if report is None:      # written by a worker we cannot see (no shared folder?)
                 outcomes[o.name] = o = dataclasses.replace(
                     o, status='failed', reason=f'its report is missing from {out / o.name}')
