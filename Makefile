@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.py setup.cfg
 	python3 -m venv $(VENV)
 	# torch first, pinned: a bare `torch` requirement would pull the newest (CUDA) build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,ros-wheels]'
+	$(PIP) -e '.[test,ros-wheels,fleet]'
 	touch $@
 
 demo: venv

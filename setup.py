@@ -36,6 +36,8 @@ setup(
         'test': ['pytest', 'torch>=2.1', 'onnx', 'onnxruntime'],
         # ONNX Runtime deployment; PyTorch is then needed only to export
         'onnx': ['onnxruntime'],
+        # fleet replay on Ray (`ee-seg replay --ray`): a local Ray or a cluster
+        'fleet': ['ray>=2.9'],
         # ROS 2 Jazzy's rclpy, messages and Fast DDS from PyPI: a real rclpy without a ROS
         # install (for tests, CI and pip-only users)
         'ros-wheels': [

@@ -258,21 +258,27 @@ def _no_work(command: str, report: dict) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay.api import print_summary, replay_bag, replay_many
+    from .replay.api import print_summary, replay_bag
+    from .replay.fleet import FAULT_ENV, FleetSettings, is_bag, run_fleet
     opts = _replay_options(args)
     out = Path(args.out)
-    if len(args.bags) == 1:
-        report = replay_bag(args.bags[0], out, opts, args.model, args.backend, args.threads,
-                            args.overwrite)
+    ray_address = args.ray_address or (os.environ.get('RAY_ADDRESS') if args.ray else None)
+    use_ray = args.ray or bool(args.ray_address)
+    if use_ray and args.jobs:
+        raise ValueError('--jobs runs local processes and --ray runs Ray tasks: give one')
+    single = (len(args.bags) == 1 and is_bag(Path(args.bags[0])) and not use_ray
+              and not args.resume)
+    if single:
+        report = replay_bag(args.bags[0], out, opts, args.model, args.backend,
+                            args.threads or 2, args.overwrite)
         print_summary(report, out)
         return _no_work('replay', report)
-    else:
-        reports = replay_many(args.bags, out, opts, args.model, args.backend, args.threads,
-                              args.jobs, args.overwrite)
-        for report in reports:
-            print(f'## {report["bag"]}')
-            print_summary(report, Path(report['output_bag']).parent)
-    return 0
+    jobs = args.jobs or 1
+    threads = args.threads or (1 if use_ray else max(1, (os.cpu_count() or 1) // jobs))
+    settings = FleetSettings(opts, args.model, args.backend, args.precision, args.device,
+                             threads, os.environ.get(FAULT_ENV))
+    return run_fleet(args.bags, out, settings, jobs, use_ray, ray_address, args.resume,
+                     args.overwrite, args.quiet)
 
 
 def cmd_bag_from_images(args: argparse.Namespace) -> int:
@@ -442,8 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--opset', type=_POSITIVE_INT, default=17)
     p.set_defaults(func=cmd_export_onnx)
 
-    p = sub.add_parser('replay', help='replay bags through the node pipeline and report')
-    p.add_argument('bags', nargs='+', help='rosbag2 folders or .mcap / .db3 files')
+    p = sub.add_parser('replay', help='replay bags through the node pipeline and report',
+                       epilog='Exit codes: 0 every bag replayed, 3 some bags failed (the '
+                              'fleet report says why), 2 usage error, 130 interrupted.')
+    p.add_argument('bags', nargs='+', help='rosbag2 folders, .mcap / .db3 files, or folders '
+                   'searched for bags (then OUT holds a fleet report and one folder per bag)')
     p.add_argument('--out', required=True, help='report folder (refused if it exists)')
     p.add_argument('--overwrite', action='store_true')
     p.add_argument('--image-topic')
@@ -458,9 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--compare', choices=('none', 'full'), default='none')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
                    help='output bag: sqlite3 (version 8, Humble) or mcap (version 9)')
-    p.add_argument('--jobs', type=_POSITIVE_INT, default=1, help='bags replayed in parallel')
+    p.add_argument('--jobs', type=_POSITIVE_INT,
+                   help='bags replayed in parallel in local processes')
+    p.add_argument('--ray', action='store_true',
+                   help='each bag as a Ray task (pip install "ee_seg_ros[fleet]"): a local '
+                        'Ray on 127.0.0.1, or the cluster of --ray-address / RAY_ADDRESS')
+    p.add_argument('--ray-address', help='join this Ray cluster (implies --ray)')
+    p.add_argument('--resume', action='store_true',
+                   help='keep the finished bags of an interrupted fleet run in --out, '
+                        'replay the rest (refused if the options differ)')
     _add_runtime_args(p)
-    p.set_defaults(func=cmd_replay)
+    p.set_defaults(func=cmd_replay, threads=None)
 
     p = sub.add_parser('bag-from-images', help='make a bag from a folder of frames')
     p.add_argument('images')

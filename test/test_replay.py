@@ -99,8 +99,8 @@ def test_mcap_compressed_and_several_bags_in_parallel(world, tmp_path):
     assert ee_seg(['replay', str(world['bag']), str(mcap), '--out', str(out), '--model',
                    str(world['bundle']), '--jobs', '2', '--storage', 'mcap', '--quiet',
                    '--threads', '2']) == 0
-    summary = json.loads((out / 'summary.json').read_text())
-    assert [s['frames_processed'] for s in summary] == [6, 6]
+    bags = json.loads((out / 'report.json').read_text())['bags']
+    assert [b['frames_processed'] for b in bags] == [6, 6]
     single = next((tmp_path / 'mcap_bag').glob('*.mcap'))
     assert replay({**world, 'bag': single}, tmp_path / 'single') == 0
 

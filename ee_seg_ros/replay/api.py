@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ..outdir import check_out, is_ours, make_output_dir, remove_ours, staged_output
+from ..outdir import check_out, staged_output
 from ..runtime import FrameCounts, Segmenter
 from .bagio import DIAGNOSTICS, IMAGE, BagError, BagReader, stamp_ns
 from .report import build_report, summary_table, write_plots, write_report
@@ -37,13 +35,15 @@ def no_work_reason(report: dict) -> str | None:
 
 def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str | None = None,
                backend: str = 'torch', threads: int = 2, overwrite: bool = False,
-               log=print) -> dict:
+               log=print, segmenter: Segmenter | None = None) -> dict:
     """Replay one bag into the folder ``out`` (written beside it, renamed into place at the end:
-    see ``ee_seg_ros.outdir``)."""
+    see ``ee_seg_ros.outdir``). ``segmenter`` (already loaded) lets a fleet worker reuse one
+    model for all its bags."""
     out = Path(out)
     inputs = (bag, opts.labels_dir, model)
     check_out(out, inputs, overwrite)        # refused before the model or the bag is loaded
-    segmenter = Segmenter(model, threads=threads, backend=backend)
+    if segmenter is None:
+        segmenter = Segmenter(model, threads=threads, backend=backend)
     with BagReader(bag) as reader, staged_output(out, inputs, overwrite, 'replay') as tmp:
         replayer = Replayer(reader, tmp / 'output_bag', segmenter, opts, log)
         state = replayer.run()
@@ -54,36 +54,6 @@ def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str
         files = write_plots(report, state, segmenter.bundle, tmp)
         write_report(report, files, tmp)
     return report
-
-
-def _one(args) -> dict:
-    bag, out, opts, model, backend, threads, overwrite = args
-    return replay_bag(bag, out, opts, model, backend, threads, overwrite, log=lambda *_: None)
-
-
-def replay_many(bags: list[str], out: str | Path, opts: ReplayOptions, model=None,
-                backend='torch', threads=2, jobs=1, overwrite=False, log=print) -> list[dict]:
-    """Several bags, each into its own sub-folder, ``jobs`` at a time in separate processes."""
-    out = Path(out)
-    check_out(out, [*bags, opts.labels_dir, model], overwrite)
-    if out.exists():
-        remove_ours(out) if is_ours(out) else out.rmdir()     # ours, or empty (check_out)
-    make_output_dir(out, 'replay')
-    names = [Path(b).stem or Path(b).name for b in bags]
-    if len(set(names)) != len(names):
-        names = [f'{i:02d}_{n}' for i, n in enumerate(names)]
-    per_job = max(1, threads // max(jobs, 1))
-    work = [(b, out / n, opts, model, backend, per_job, True) for b, n in zip(bags, names)]
-    if jobs <= 1:
-        reports = [replay_bag(*w[:6], overwrite=True, log=log) for w in work]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            reports = list(pool.map(_one, work))
-    summary = [{k: r[k] for k in ('bag', 'frames_received', 'frames_processed', 'miou',
-                                  'latency_ms_p50', 'deadline_hit_rate', 'gmacs_mean')}
-               for r in reports]
-    (out / 'summary.json').write_text(json.dumps(summary, indent=1) + '\n')
-    return reports
 
 
 def score_recording(recorded: str | Path, out: str | Path, labels: str | None = None,

@@ -65,6 +65,11 @@ def build_report(state, counts: FrameCounts, opts, bundle, bag: str, out_bag: st
         if state.agreement is not None and state.agreement.mat.sum() else None,
         'signal_notes': dict(state.signal_notes),
         'wall_s': round(state.wall_s, 2),
+        # the raw counts behind the figures, so reports of several bags merge exactly
+        'confusion_matrix': state.confusion.mat.tolist(),
+        'agreement_matrix': state.agreement.mat.tolist()
+        if state.agreement is not None else None,
+        'full_latency_ms': [float(v) for v in state.full_latency_ms],
         'series': series,
     }
     return report
@@ -192,7 +197,9 @@ def summary_table(report: dict) -> str:
 
 
 def write_report(report: dict, files: dict[str, str], out: Path) -> None:
-    (out / 'report.json').write_text(json.dumps(report, indent=1) + '\n')
+    """report.md first, report.json last and through a rename: a folder with a report.json
+    holds a complete report (fleet runs resume on that)."""
+    from ..outdir import write_text_atomic
     md = [f'# Replay of `{report["bag"]}`', '',
           f'Policy `{report["policy"]}`, budget {report["budget_ms"]} ms, timing '
           f'`{report["timing"]}`; topics: ' +
@@ -211,3 +218,4 @@ def write_report(report: dict, files: dict[str, str], out: Path) -> None:
         if key in files:
             md += [f'## {title}', '', f'![{title}]({files[key]})', '']
     (out / 'report.md').write_text('\n'.join(md))
+    write_text_atomic(out / 'report.json', json.dumps(report, indent=1) + '\n')
