@@ -14,6 +14,7 @@ import numpy as np
 from ..bundle import ONNX_META, Bundle, BundleError
 from ..model import ExitPolicy, ModelConfig
 from ..model.adaptive import numpy_confidence, run_adaptive
+from .backend import BackendOutput
 
 class OnnxBackend:
     name = 'onnxruntime'
@@ -148,7 +149,6 @@ class OnnxBackend:
 
     def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
               guard: Callable[[int], bool] | None):
-        from .segmenter import BackendOutput  # imported late: segmenter imports this module
         h, w = image.shape[:2]
         x = self.preprocess(image)
         out = run_adaptive(self, self.cfg, x, x.shape[-2:], policy, thresholds, guard)

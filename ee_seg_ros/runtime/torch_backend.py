@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..bundle import Bundle
 from ..model import ExitPolicy
-from .segmenter import BackendOutput
+from .backend import BackendOutput
 
 # Frames decoded zero-copy from messages are read-only views; they are only read here.
 warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
