@@ -44,6 +44,16 @@ class ModelConfig:
         """Early exits; index ``num_exits`` denotes the final decoder."""
         return len(self.exit_after)
 
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """``h`` x ``w`` rounded up to the patch size: the input the network runs on."""
+        p = self.patch
+        return h + (-h) % p, w + (-w) % p
+
+    def token_grid(self, h: int, w: int) -> tuple[int, int]:
+        """Token rows and columns of an ``h`` x ``w`` input (one token per patch)."""
+        ph, pw = self.padded_size(h, w)
+        return ph // self.patch, pw // self.patch
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -19,6 +19,7 @@ from torch import nn
 from . import macs
 from .adaptive import AdaptiveOutput, run_adaptive
 from .config import ModelConfig
+from .inputs import normalise, pixel_stats
 from .layers import Block, ConvBNAct, Decoder, ExitHead, Stem
 from .policy import ExitPolicy
 
@@ -28,12 +29,6 @@ class TrainOutput:
     final: torch.Tensor                                  # (B, K, H/4, W/4)
     exits: list[torch.Tensor] = field(default_factory=list)         # (B, K, H/8, W/8) each
     exit_tokens: list[torch.Tensor] = field(default_factory=list)   # (B, N, K) each
-
-
-def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
 
 
 def token_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,6 +54,11 @@ class MultiExitSegmenter(nn.Module):
         self.exits = nn.ModuleList(ExitHead(d, c8, cfg.num_classes) for _ in cfg.exit_after)
         self.decoder = Decoder(d, c4, c8, cfg.decoder_channels, cfg.num_classes)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        mean, inv_std = pixel_stats(cfg)          # not weights: derived from cfg, never saved
+        self.register_buffer('pixel_mean', torch.from_numpy(mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer('pixel_inv_std', torch.from_numpy(inv_std).view(1, 3, 1, 1),
+                             persistent=False)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -70,6 +70,23 @@ class MultiExitSegmenter(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    # -- input -------------------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) RGB uint8 frames on the model's device -> (B, 3, H', W') input,
+        normalised and padded to the patch size (the numbers of model.inputs.prepare_frame).
+
+        Channels-last in memory, as the frames come: the stem's convolutions run faster on it
+        on CPU than on a contiguous copy.
+        """
+        x = normalise(images.permute(0, 3, 1, 2).float(), self.pixel_mean, self.pixel_inv_std)
+        return self.pad(x).contiguous(memory_format=torch.channels_last)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad (B, 3, H, W) to ``cfg.padded_size``; prepared input is returned as is."""
+        h, w = x.shape[-2:]
+        ph, pw = self.cfg.padded_size(h, w)
+        return F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
 
     # -- shared pieces -------------------------------------------------------------------------
     def stages(self) -> list[range]:
@@ -114,7 +131,7 @@ class MultiExitSegmenter(nn.Module):
         its image's threshold pauses there: hidden from later attention, its features frozen,
         and put back for the decoder, as at inference.
         """
-        x = _pad_to(x, self.cfg.patch)
+        x = self.pad(x)
         f4, f8, tokens, grid = self.embed(x)
         b, n, _ = tokens.shape
         out = TrainOutput(final=torch.empty(0))
@@ -161,7 +178,7 @@ class MultiExitSegmenter(nn.Module):
         """
         if x.shape[0] != 1:
             raise ValueError('forward_adaptive runs one frame at a time (batch 1)')
-        x = _pad_to(x, self.cfg.patch)
+        x = self.pad(x)
         return run_adaptive(TorchStages(self), self.cfg, x, tuple(x.shape[-2:]), policy,
                             class_thresholds, guard)
 

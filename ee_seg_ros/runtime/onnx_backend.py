@@ -14,6 +14,7 @@ import numpy as np
 from ..bundle import ONNX_META, Bundle, BundleError
 from ..model import ExitPolicy, ModelConfig
 from ..model.adaptive import numpy_confidence, run_adaptive
+from ..model.inputs import pixel_stats, prepare_frame
 from .backend import BackendOutput
 
 class OnnxBackend:
@@ -47,8 +48,7 @@ class OnnxBackend:
         self._by_threads = {self.threads: self._load_sessions(self.threads)}
         self.sessions = self._by_threads[self.threads]
         self._check_shapes()
-        self.mean = np.asarray(cfg.mean, np.float32)
-        self.inv_std = 1.0 / np.asarray(cfg.std, np.float32)
+        self._pixel_stats = pixel_stats(cfg)
 
     def _load_sessions(self, threads: int) -> dict:
         """One session per stage graph; intra-op threads are fixed per session in ONNX Runtime,
@@ -141,11 +141,7 @@ class OnnxBackend:
 
     # -- one frame -----------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        p = self.cfg.patch
-        x = np.zeros((1, 3, h + (-h) % p, w + (-w) % p), dtype=np.float32)
-        x[0, :, :h, :w] = ((image - self.mean) * self.inv_std).transpose(2, 0, 1)
-        return x
+        return prepare_frame(image, self.cfg, self._pixel_stats)
 
     def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
               guard: Callable[[int], bool] | None):

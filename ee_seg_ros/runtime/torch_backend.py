@@ -26,9 +26,6 @@ class TorchBackend:
         self.threads = torch.get_num_threads()
         self.device = torch.device(device)
         self.model = bundle.load_model(device=device)
-        cfg = self.model.cfg
-        self.mean = torch.tensor(cfg.mean, device=self.device).view(1, 3, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(cfg.std, device=self.device).view(1, 3, 1, 1)
         self._thresholds: dict[bytes, torch.Tensor] = {}
 
     def prepare_threads(self, threads: int) -> None:
@@ -39,8 +36,7 @@ class TorchBackend:
             torch.set_num_threads(threads)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
-        return (x - self.mean) * self.inv_std
+        return self.model.prepare(torch.from_numpy(image).to(self.device)[None])
 
     def _tensor(self, thresholds: np.ndarray | None) -> torch.Tensor | None:
         if thresholds is None:
@@ -54,11 +50,9 @@ class TorchBackend:
     def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
               guard: Callable[[int], bool] | None) -> BackendOutput:
         h, w = image.shape[:2]
-        out = self.model.forward_adaptive(self.preprocess(image), policy,
-                                          self._tensor(thresholds), guard)
-        patch = self.model.cfg.patch
-        padded = (h + (-h) % patch, w + (-w) % patch)
-        logits = F.interpolate(out.logits, size=padded, mode='bilinear',
+        x = self.preprocess(image)
+        out = self.model.forward_adaptive(x, policy, self._tensor(thresholds), guard)
+        logits = F.interpolate(out.logits, size=x.shape[-2:], mode='bilinear',
                                align_corners=False)[0, :, :h, :w]
         top, labels = logits.max(dim=0)
         # max softmax = 1 / sum(exp(l - l_max)): no full softmax tensor needed
