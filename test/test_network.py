@@ -157,3 +157,18 @@ def test_one_input_preparation_for_numpy_and_torch(tiny_model):
     assert batch.shape == (2, 3, 96, 128) and torch.equal(batch[:1], prepared)
     assert tiny_model.pad(prepared) is prepared                      # prepared: left alone
     assert not [k for k in tiny_model.state_dict() if k.startswith('pixel_')]   # not weights
+
+
+def test_plain_forward_runs_no_exit_head_and_equals_the_training_pass(tiny_model, frame):
+    calls = []
+    hooks = [h.register_forward_hook(lambda *a: calls.append(1)) for h in
+             [head.cls for head in tiny_model.exits] + [head.refine for head in tiny_model.exits]]
+    try:
+        with torch.no_grad():
+            plain = tiny_model(frame)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == []
+    with torch.no_grad():
+        assert torch.equal(plain, tiny_model.forward_train(frame).final)

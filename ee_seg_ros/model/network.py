@@ -163,8 +163,11 @@ class MultiExitSegmenter(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain full-depth logits at 1/4 of the padded input."""
-        return self.forward_train(x).final
+        """Plain full-depth logits (B, K, H'/4, W'/4) of the padded input; no exit head runs."""
+        f4, f8, tokens, grid = self.embed(self.pad(x))     # tokens (B, N, C), N = grid h x w
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.decoder(tokens, grid, f8, f4)
 
     # -- adaptive inference --------------------------------------------------------------------
     @torch.no_grad()
@@ -179,7 +182,7 @@ class MultiExitSegmenter(nn.Module):
         if x.shape[0] != 1:
             raise ValueError('forward_adaptive runs one frame at a time (batch 1)')
         x = self.pad(x)
-        return run_adaptive(TorchStages(self), self.cfg, x, tuple(x.shape[-2:]), policy,
+        return run_adaptive(TorchStages(self), self.cfg, x, x.shape[-2:], policy,
                             class_thresholds, guard)
 
     def full_macs(self, h: int, w: int) -> int:

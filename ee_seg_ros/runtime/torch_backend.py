@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from ..bundle import Bundle
 from ..model import ExitPolicy
+from ..model.adaptive import run_adaptive
+from ..model.network import TorchStages
 from .backend import BackendOutput
 
 # Frames decoded zero-copy from messages are read-only views; they are only read here.
@@ -18,6 +20,8 @@ warnings.filterwarnings('ignore', message='The given NumPy array is not writable
 
 
 class TorchBackend:
+    """The PyTorch network on CPU or CUDA, its stages run by model.adaptive's loop."""
+
     name = 'torch'
 
     def __init__(self, bundle: Bundle, device: str = 'cpu', threads: int | None = None) -> None:
@@ -26,6 +30,8 @@ class TorchBackend:
         self.threads = torch.get_num_threads()
         self.device = torch.device(device)
         self.model = bundle.load_model(device=device)
+        self.cfg = self.model.cfg
+        self.stages = TorchStages(self.model)
         self._thresholds: dict[bytes, torch.Tensor] = {}
 
     def prepare_threads(self, threads: int) -> None:
@@ -51,13 +57,14 @@ class TorchBackend:
               guard: Callable[[int], bool] | None) -> BackendOutput:
         h, w = image.shape[:2]
         x = self.preprocess(image)
-        out = self.model.forward_adaptive(x, policy, self._tensor(thresholds), guard)
+        out = run_adaptive(self.stages, self.cfg, x, x.shape[-2:], policy,
+                           self._tensor(thresholds), guard)
         logits = F.interpolate(out.logits, size=x.shape[-2:], mode='bilinear',
                                align_corners=False)[0, :, :h, :w]
         top, labels = logits.max(dim=0)
         # max softmax = 1 / sum(exp(l - l_max)): no full softmax tensor needed
         conf = torch.exp(logits - top).sum(dim=0).reciprocal_()
-        if self.model.cfg.num_classes <= 256:
+        if self.cfg.num_classes <= 256:
             labels = labels.to(torch.uint8)
         return BackendOutput(labels=labels.cpu().numpy(),
                              confidence=(conf * 255.0).round_().to(torch.uint8).cpu().numpy(),
