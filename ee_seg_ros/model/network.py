@@ -182,7 +182,7 @@ class MultiExitSegmenter(nn.Module):
         if x.shape[0] != 1:
             raise ValueError('forward_adaptive runs one frame at a time (batch 1)')
         x = self.pad(x)
-        return run_adaptive(TorchStages(self), self.cfg, x, x.shape[-2:], policy,
+        return run_adaptive(TorchStages(self), self.cfg, x, policy,
                             class_thresholds, guard)
 
     def full_macs(self, h: int, w: int) -> int:

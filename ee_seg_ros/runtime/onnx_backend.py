@@ -166,7 +166,7 @@ class OnnxBackend:
               guard: Callable[[int], bool] | None) -> BackendOutput:
         h, w = image.shape[:2]
         x = self.preprocess(image)
-        out = run_adaptive(self.stages, self.cfg, x, x.shape[-2:], policy, thresholds, guard)
+        out = run_adaptive(self.stages, self.cfg, x, policy, thresholds, guard)
         post = f'post_{x.shape[2] // out.logits.shape[2]}'
         labels, conf = self.stages.run(post, np.ascontiguousarray(out.logits))
         labels, conf = labels[0, :h, :w], conf[0, :h, :w]

@@ -57,7 +57,7 @@ class TorchBackend:
               guard: Callable[[int], bool] | None) -> BackendOutput:
         h, w = image.shape[:2]
         x = self.preprocess(image)
-        out = run_adaptive(self.stages, self.cfg, x, x.shape[-2:], policy,
+        out = run_adaptive(self.stages, self.cfg, x, policy,
                            self._tensor(thresholds), guard)
         logits = F.interpolate(out.logits, size=x.shape[-2:], mode='bilinear',
                                align_corners=False)[0, :, :h, :w]
