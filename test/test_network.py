@@ -134,6 +134,15 @@ def test_odd_sizes_are_padded_and_batches_refused(tiny_model):
         tiny_model.forward_adaptive(torch.randn(2, 3, 96, 128), ExitPolicy())
 
 
+def test_config_round_trips_and_reads_bundles_with_the_old_extra_field():
+    cfg = ModelConfig()
+    assert 'extra' not in cfg.to_dict()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_dict({**cfg.to_dict(), 'extra': {}}) == cfg
+    with pytest.raises(ValueError, match='unknown model config keys'):
+        ModelConfig.from_dict({**cfg.to_dict(), 'patch_size': 8})
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match='exit_after'):
         ModelConfig(exit_after=(4, 2))

@@ -41,10 +41,13 @@ def token_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 class MultiExitSegmenter(nn.Module):
+    pixel_mean: torch.Tensor         # (1, 3, 1, 1) input statistics, buffers from cfg
+    pixel_inv_std: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        c2, c4, c8 = cfg.stem_channels
+        _, c4, c8 = cfg.stem_channels
         d = cfg.embed_dim
         self.stem = Stem(cfg.stem_channels, d)
         self.pos_embed = nn.Parameter(torch.zeros(1, d, *cfg.pos_grid))
@@ -191,41 +194,44 @@ class MultiExitSegmenter(nn.Module):
 
 
 class TorchStages:
-    """The adaptive loop's stages on a PyTorch model (see model.adaptive)."""
+    """The adaptive loop's stages (model.adaptive.Stages) on a PyTorch model."""
 
     def __init__(self, model: MultiExitSegmenter) -> None:
         self.model = model
         self.stage_blocks = [[model.blocks[i] for i in r] for r in model.stages()]
 
-    def embed(self, x):
+    def embed(self, x: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         f4, f8, tokens, grid = self.model.embed(x)
         return f4, f8, tokens[0], grid
 
-    def blocks(self, stage, tokens):
+    def blocks(self, stage: int, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens[None]
         for block in self.stage_blocks[stage]:
             x = block(x)
         return x[0]
 
-    def exit_tokens(self, stage, tokens):
+    def exit_tokens(self, stage: int, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.exits[stage].token_logits(tokens)
 
-    def exit_dense(self, stage, token_logits, grid, f8):
+    def exit_dense(self, stage: int, token_logits: torch.Tensor, grid: tuple[int, int],
+                   f8: torch.Tensor) -> torch.Tensor:
         return self.model.exits[stage].dense_logits(token_logits.t().reshape(1, -1, *grid), f8)
 
-    def decode(self, tokens, grid, f8, f4):
+    def decode(self, tokens: torch.Tensor, grid: tuple[int, int], f8: torch.Tensor,
+               f4: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(tokens[None], grid, f8, f4)
 
-    def arange(self, n):
+    def arange(self, n: int) -> torch.Tensor:
         return torch.arange(n)
 
-    def full(self, n, value):
+    def full(self, n: int, value: int) -> torch.Tensor:
         return torch.full((n,), value, dtype=torch.long)
 
-    def zeros(self, shape):
+    def zeros(self, shape: tuple[int, int]) -> torch.Tensor:
         return torch.zeros(shape)
 
-    def copy(self, x):
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()
 
-    confidence = staticmethod(lambda logits: token_confidence(logits))
+    confidence = staticmethod(token_confidence)
