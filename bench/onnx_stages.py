@@ -60,19 +60,15 @@ def main() -> int:
 
     from ee_seg_ros.data.folder import camvid_layout
     from ee_seg_ros.data.synthetic import SyntheticScenes
-    from ee_seg_ros.model import network
-    from ee_seg_ros.runtime import Segmenter, onnx_backend
+    from ee_seg_ros.runtime import Segmenter
 
     backends = {'torch': Segmenter(args.model, threads=args.threads),
                 'onnxruntime': Segmenter(args.model, threads=args.threads,
                                          backend='onnxruntime')}
     sinks = {name: {} for name in backends}
-    plain_torch_stages = network.TorchStages
-    network.TorchStages = lambda model: TimedStages(plain_torch_stages(model), sinks['torch'])
+    for name, seg in backends.items():
+        seg.backend.stages = TimedStages(seg.backend.stages, sinks[name])
     ort_backend = backends['onnxruntime'].backend
-    real_run_adaptive = onnx_backend.run_adaptive
-    onnx_backend.run_adaptive = lambda stages, *a, **k: real_run_adaptive(
-        TimedStages(stages, sinks['onnxruntime']), *a, **k)
 
     ref = backends['torch']
     frames = (camvid_layout(args.root, args.split, ref.bundle.labels) if args.root

@@ -1,8 +1,12 @@
+import numpy as np
 import pytest
 import torch
 
 from ee_seg_ros.model import ExitPolicy, ModelConfig, MultiExitSegmenter
+from ee_seg_ros.model.inputs import prepare_frame
 from ee_seg_ros.model.network import token_confidence
+
+from conftest import random_rgb
 
 
 def _tokens_seen_by_blocks(model, run):
@@ -130,8 +134,50 @@ def test_odd_sizes_are_padded_and_batches_refused(tiny_model):
         tiny_model.forward_adaptive(torch.randn(2, 3, 96, 128), ExitPolicy())
 
 
+def test_config_round_trips_and_reads_bundles_with_the_old_extra_field():
+    cfg = ModelConfig()
+    assert 'extra' not in cfg.to_dict()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_dict({**cfg.to_dict(), 'extra': {}}) == cfg
+    with pytest.raises(ValueError, match='unknown model config keys'):
+        ModelConfig.from_dict({**cfg.to_dict(), 'patch_size': 8})
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match='exit_after'):
         ModelConfig(exit_after=(4, 2))
     with pytest.raises(ValueError, match='exits must sit'):
         ModelConfig(depth=4, exit_after=(1, 4))
+
+
+def test_one_input_preparation_for_numpy_and_torch(tiny_model):
+    """The ONNX backend's numpy path and the network's own prepare feed identical numbers."""
+    cfg = tiny_model.cfg
+    image = random_rgb(90, 125, seed=3)
+    x = prepare_frame(image, cfg)
+    assert x.shape == (1, 3, 96, 128) and x.dtype == np.float32
+    assert cfg.padded_size(90, 125) == (96, 128) and cfg.token_grid(90, 125) == (6, 8)
+    assert not x[..., 90:, :].any() and not x[..., 125:].any()      # zero padding
+    expected = (image[0, 0].astype(np.float64) - cfg.mean) / cfg.std
+    np.testing.assert_allclose(x[0, :, 0, 0], expected, rtol=1e-6)
+    prepared = tiny_model.prepare(torch.from_numpy(image)[None])
+    assert torch.equal(prepared, torch.from_numpy(x))
+    batch = tiny_model.prepare(torch.from_numpy(np.stack([image, image[::-1]])))
+    assert batch.shape == (2, 3, 96, 128) and torch.equal(batch[:1], prepared)
+    assert tiny_model.pad(prepared) is prepared                      # prepared: left alone
+    assert not [k for k in tiny_model.state_dict() if k.startswith('pixel_')]   # not weights
+
+
+def test_plain_forward_runs_no_exit_head_and_equals_the_training_pass(tiny_model, frame):
+    calls = []
+    hooks = [h.register_forward_hook(lambda *a: calls.append(1)) for h in
+             [head.cls for head in tiny_model.exits] + [head.refine for head in tiny_model.exits]]
+    try:
+        with torch.no_grad():
+            plain = tiny_model(frame)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == []
+    with torch.no_grad():
+        assert torch.equal(plain, tiny_model.forward_train(frame).final)

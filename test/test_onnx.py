@@ -171,3 +171,34 @@ def test_bundle_without_graphs_or_without_onnxruntime(tmp_path, tiny_model, expo
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                          timeout=60)
     assert 'BundleError' in out.stdout and 'needs onnxruntime' in out.stdout
+
+
+def test_both_backends_run_the_shared_loop_with_the_same_stage_calls(exported):
+    """Symmetry: each backend hands its stages to model.adaptive's loop, which decides alike."""
+    class Recorder:
+        def __init__(self, inner, log):
+            self._inner, self._log = inner, log
+
+        def __getattr__(self, name):
+            attr = getattr(self._inner, name)
+            if name not in ('embed', 'blocks', 'exit_tokens', 'exit_dense', 'decode'):
+                return attr
+
+            def call(*args):
+                sizes = [len(a) for a in args if hasattr(a, 'shape') and len(a.shape) == 2]
+                self._log.append((name, *(a for a in args if isinstance(a, int)), *sizes))
+                return attr(*args)
+            return call
+
+    image, _ = SyntheticScenes(1, seed=5, size=(90, 125))[0]
+    logs = []
+    for backend in ('torch', 'onnxruntime'):
+        seg = Segmenter(str(exported), backend=backend)
+        logs.append([])
+        seg.backend.stages = Recorder(seg.backend.stages, logs[-1])
+        seg.segment(image, 'cbt:0.3,0.7')
+        seg.segment(image, 'exit:1')
+    assert logs[0] == logs[1]
+    blocks = [entry for entry in logs[0] if entry[0] == 'blocks']
+    assert blocks[1][2] < blocks[0][2]          # tokens stopped at exit 0 left the sequence
+    assert ('exit_dense', 1, 48) in logs[0]                     # exit:1 published the head

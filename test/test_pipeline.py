@@ -175,3 +175,23 @@ def test_warm_up_leaves_counts_and_controller_untouched(pipeline):
     c = pipeline.counts
     assert (c.received, c.processed, c.rejected) == (0, 0, 0)
     assert (pipeline.controller.index, pipeline.controller.m) == (index, m)
+
+
+def test_backends_import_neither_the_segmenter_nor_each_other():
+    """The Segmenter picks a backend by name; both backends see only runtime.backend."""
+    import ast
+    from pathlib import Path
+
+    import ee_seg_ros.runtime as runtime
+    folder = Path(runtime.__file__).parent
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse((folder / f'{module}.py').read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.level == 1 and n.module}
+
+    for backend in ('torch_backend', 'onnx_backend'):
+        assert imported(backend) & {'segmenter', 'torch_backend', 'onnx_backend',
+                                    'pipeline'} == set(), backend
+        assert 'backend' in imported(backend)
+    assert 'segmenter' not in imported('backend')

@@ -1,7 +1,8 @@
 """The multi-exit segmentation network, its configuration and its exit policies.
 
-Configuration, policies, MAC counts and the adaptive loop import without PyTorch (the ONNX
-Runtime backend runs without it); the PyTorch network is imported on first use.
+Configuration, policies, MAC counts, input preparation and the adaptive loop import without
+PyTorch (the ONNX Runtime backend runs without it); the PyTorch network is imported on first
+use.
 """
 
 from .adaptive import AdaptiveOutput

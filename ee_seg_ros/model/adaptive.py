@@ -69,73 +69,103 @@ def stop_mask(stages: Stages, logits: Any, policy: ExitPolicy, class_thresholds:
     return conf > class_thresholds[cls]
 
 
-def run_adaptive(stages: Stages, cfg: ModelConfig, x: Any, padded: tuple[int, int],
-                 policy: ExitPolicy, class_thresholds: Any = None,
+class ActiveTokens:
+    """Token bookkeeping of one frame: which tokens still run, where every token's latest
+    features are, and at which exit each one stopped. Arrays are the backend's own."""
+
+    def __init__(self, stages: Stages, tokens: Any, num_exits: int) -> None:
+        self.stages = stages
+        self.all = tokens                       # (n, C) every token, as embedded
+        self.n = len(tokens)
+        self.idx = stages.arange(self.n)        # (n_active,) grid positions of the active ones
+        self.x = tokens                         # (n_active, C) their features
+        self.exit_ids = stages.full(self.n, num_exits)   # (n,) exit each token stopped at
+        self._feats: Any = None                 # (n, C) latest features, made on first stop
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    @property
+    def stopped_fraction(self) -> float:
+        return 1.0 - len(self.idx) / self.n
+
+    def scatter(self, values: Any, into: Any) -> Any:
+        """Write the active tokens' rows of ``values`` into their places in ``into`` (n, ...)."""
+        into[self.idx] = values
+        return into
+
+    def stop(self, mask: Any, exit_index: int) -> None:
+        """Tokens where ``mask`` (n_active,) is set stop at ``exit_index`` and leave."""
+        if not mask.any():
+            return
+        if self._feats is None:
+            self._feats = self.stages.copy(self.all)
+        idx = self.idx[mask]
+        self._feats[idx] = self.x[mask]
+        self.exit_ids[idx] = exit_index
+        keep = ~mask
+        self.idx = self.idx[keep]
+        self.x = self.x[keep]
+
+    def every_token(self) -> Any:
+        """(n, C) every token's latest features: the stopped ones put back in place."""
+        if self._feats is None:
+            return self.x                       # nothing stopped: the active tokens are all
+        if len(self.idx):
+            self._feats[self.idx] = self.x
+        return self._feats
+
+
+def run_adaptive(stages: Stages, cfg: ModelConfig, x: Any, policy: ExitPolicy,
+                 class_thresholds: Any = None,
                  guard: Callable[[int], bool] | None = None) -> AdaptiveOutput:
-    """One frame (already normalised and padded to ``padded``) under ``policy``.
+    """One frame (1, 3, H, W), already prepared (normalised, padded to the patch), under
+    ``policy``.
 
     Stopped tokens leave the sequence: later blocks run on the rest. Before the decoder every
     token's latest features are put back in place. ``guard(exit_index)`` is asked after each
     exit whether the frame must stop there.
     """
-    ph, pw = padded
-    f4, f8, tokens, grid = stages.embed(x)
-    n = grid[0] * grid[1]
-    macs = M.stem_macs(cfg, ph, pw)
+    h, w = x.shape[-2:]
     num_exits = cfg.num_exits
     bounds = [0, *cfg.exit_after, cfg.depth]
     cap = num_exits if policy.max_exit is None else min(policy.max_exit, num_exits)
     head_out = policy.exit_output == 'head'
 
-    active_idx = stages.arange(n)
-    act = tokens                       # features of the active tokens, (n_active, C)
-    feats = None                       # every token's latest features, made on first stop
-    exit_ids = stages.full(n, num_exits)
-    head_logits = None                 # per-token logits, when an exit head may be the output
+    f4, f8, tokens, grid = stages.embed(x)  # (1, c4, H/4, W/4), (1, c8, H/8, W/8), (n, C)
+    macs = M.stem_macs(cfg, h, w)
+    active = ActiveTokens(stages, tokens, num_exits)
+    head_logits = None                      # (n, K) each token's latest exit logits ('head')
     stopped: list[float] = []
-    exit_taken = num_exits
-    guard_stop = False
+    exit_taken, guard_stop = num_exits, False
     for s in range(num_exits + 1):
-        act = stages.blocks(s, act)
-        macs += (bounds[s + 1] - bounds[s]) * M.block_macs(cfg, len(act))
+        active.x = stages.blocks(s, active.x)                       # (n_active, C)
+        macs += (bounds[s + 1] - bounds[s]) * M.block_macs(cfg, len(active))
         if s == num_exits:
             break
-        will_cap = s >= cap
-        if guard is not None and not will_cap and guard(s):
-            will_cap = guard_stop = True
-        if policy.stops_tokens or (will_cap and head_out):
-            logits = stages.exit_tokens(s, act)
-            macs += M.exit_token_macs(cfg, len(act))
+        leave = s >= cap
+        if guard is not None and not leave and guard(s):
+            leave = guard_stop = True
+        if policy.stops_tokens or (leave and head_out):
+            logits = stages.exit_tokens(s, active.x)                # (n_active, K)
+            macs += M.exit_token_macs(cfg, len(active))
             if head_out:
                 if head_logits is None:
-                    head_logits = stages.zeros((n, cfg.num_classes))
-                head_logits[active_idx] = logits
+                    head_logits = stages.zeros((active.n, cfg.num_classes))
+                head_logits = active.scatter(logits, head_logits)
         if policy.stops_tokens:
-            stop = stop_mask(stages, logits, policy, class_thresholds)
-            if stop.any():
-                if feats is None:
-                    feats = stages.copy(tokens)
-                idx = active_idx[stop]
-                feats[idx] = act[stop]
-                exit_ids[idx] = s
-                keep = ~stop
-                active_idx = active_idx[keep]
-                act = act[keep]
-        frac = 1.0 - len(active_idx) / n
-        stopped.append(frac)
-        if will_cap or (policy.stops_tokens and frac >= policy.frame_ratio) \
-                or len(active_idx) == 0:
+            active.stop(stop_mask(stages, logits, policy, class_thresholds), s)
+        stopped.append(active.stopped_fraction)
+        if leave or (policy.stops_tokens and stopped[-1] >= policy.frame_ratio) \
+                or len(active) == 0:
             exit_taken = s
             break
-    if feats is None:
-        feats = act                    # nothing stopped: the active tokens are all tokens
-    elif len(active_idx):
-        feats[active_idx] = act
     if exit_taken < num_exits and head_out:
-        out = stages.exit_dense(exit_taken, head_logits, grid, f8)
-        macs += M.exit_dense_macs(cfg, ph, pw)
+        out = stages.exit_dense(exit_taken, head_logits, grid, f8)  # (1, K, H/8, W/8)
+        macs += M.exit_dense_macs(cfg, h, w)
     else:
-        out = stages.decode(feats, grid, f8, f4)
-        macs += M.decoder_macs(cfg, ph, pw)
-    return AdaptiveOutput(logits=out, exit_ids=exit_ids.reshape(grid), exit_taken=exit_taken,
-                          stopped_fraction=stopped, macs=macs, guard_stop=guard_stop)
+        out = stages.decode(active.every_token(), grid, f8, f4)     # (1, K, H/4, W/4)
+        macs += M.decoder_macs(cfg, h, w)
+    return AdaptiveOutput(logits=out, exit_ids=active.exit_ids.reshape(grid),
+                          exit_taken=exit_taken, stopped_fraction=stopped, macs=macs,
+                          guard_stop=guard_stop)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -26,7 +26,6 @@ class ModelConfig:
     patch: int = 16
     mean: tuple[float, float, float] = (105.0, 108.4, 110.3)
     std: tuple[float, float, float] = (78.3, 79.5, 78.3)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -44,11 +43,23 @@ class ModelConfig:
         """Early exits; index ``num_exits`` denotes the final decoder."""
         return len(self.exit_after)
 
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """``h`` x ``w`` rounded up to the patch size: the input the network runs on."""
+        p = self.patch
+        return h + (-h) % p, w + (-w) % p
+
+    def token_grid(self, h: int, w: int) -> tuple[int, int]:
+        """Token rows and columns of an ``h`` x ``w`` input (one token per patch)."""
+        ph, pw = self.padded_size(h, w)
+        return ph // self.patch, pw // self.patch
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'ModelConfig':
+        # 'extra' was an unused field that bundles written before carry (empty): ignored
+        data = {k: v for k, v in data.items() if k != 'extra'}
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:

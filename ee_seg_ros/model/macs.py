@@ -56,6 +56,6 @@ def decoder_macs(cfg: ModelConfig, h: int, w: int) -> int:
 
 def full_macs(cfg: ModelConfig, h: int, w: int) -> int:
     """The plain full-depth pass on an ``h`` x ``w`` input (padded to the patch size)."""
-    h, w = h + (-h) % cfg.patch, w + (-w) % cfg.patch
+    h, w = cfg.padded_size(h, w)
     n = (h // cfg.patch) * (w // cfg.patch)
     return stem_macs(cfg, h, w) + cfg.depth * block_macs(cfg, n) + decoder_macs(cfg, h, w)

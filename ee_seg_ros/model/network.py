@@ -19,6 +19,7 @@ from torch import nn
 from . import macs
 from .adaptive import AdaptiveOutput, run_adaptive
 from .config import ModelConfig
+from .inputs import normalise, pixel_stats
 from .layers import Block, ConvBNAct, Decoder, ExitHead, Stem
 from .policy import ExitPolicy
 
@@ -28,12 +29,6 @@ class TrainOutput:
     final: torch.Tensor                                  # (B, K, H/4, W/4)
     exits: list[torch.Tensor] = field(default_factory=list)         # (B, K, H/8, W/8) each
     exit_tokens: list[torch.Tensor] = field(default_factory=list)   # (B, N, K) each
-
-
-def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
 
 
 def token_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,10 +41,13 @@ def token_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 class MultiExitSegmenter(nn.Module):
+    pixel_mean: torch.Tensor         # (1, 3, 1, 1) input statistics, buffers from cfg
+    pixel_inv_std: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        c2, c4, c8 = cfg.stem_channels
+        _, c4, c8 = cfg.stem_channels
         d = cfg.embed_dim
         self.stem = Stem(cfg.stem_channels, d)
         self.pos_embed = nn.Parameter(torch.zeros(1, d, *cfg.pos_grid))
@@ -59,6 +57,11 @@ class MultiExitSegmenter(nn.Module):
         self.exits = nn.ModuleList(ExitHead(d, c8, cfg.num_classes) for _ in cfg.exit_after)
         self.decoder = Decoder(d, c4, c8, cfg.decoder_channels, cfg.num_classes)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        mean, inv_std = pixel_stats(cfg)          # not weights: derived from cfg, never saved
+        self.register_buffer('pixel_mean', torch.from_numpy(mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer('pixel_inv_std', torch.from_numpy(inv_std).view(1, 3, 1, 1),
+                             persistent=False)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -70,6 +73,23 @@ class MultiExitSegmenter(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    # -- input -------------------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) RGB uint8 frames on the model's device -> (B, 3, H', W') input,
+        normalised and padded to the patch size (the numbers of model.inputs.prepare_frame).
+
+        Channels-last in memory, as the frames come: the stem's convolutions run faster on it
+        on CPU than on a contiguous copy.
+        """
+        x = normalise(images.permute(0, 3, 1, 2).float(), self.pixel_mean, self.pixel_inv_std)
+        return self.pad(x).contiguous(memory_format=torch.channels_last)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad (B, 3, H, W) to ``cfg.padded_size``; prepared input is returned as is."""
+        h, w = x.shape[-2:]
+        ph, pw = self.cfg.padded_size(h, w)
+        return F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
 
     # -- shared pieces -------------------------------------------------------------------------
     def stages(self) -> list[range]:
@@ -114,7 +134,7 @@ class MultiExitSegmenter(nn.Module):
         its image's threshold pauses there: hidden from later attention, its features frozen,
         and put back for the decoder, as at inference.
         """
-        x = _pad_to(x, self.cfg.patch)
+        x = self.pad(x)
         f4, f8, tokens, grid = self.embed(x)
         b, n, _ = tokens.shape
         out = TrainOutput(final=torch.empty(0))
@@ -146,8 +166,11 @@ class MultiExitSegmenter(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain full-depth logits at 1/4 of the padded input."""
-        return self.forward_train(x).final
+        """Plain full-depth logits (B, K, H'/4, W'/4) of the padded input; no exit head runs."""
+        f4, f8, tokens, grid = self.embed(self.pad(x))     # tokens (B, N, C), N = grid h x w
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.decoder(tokens, grid, f8, f4)
 
     # -- adaptive inference --------------------------------------------------------------------
     @torch.no_grad()
@@ -161,8 +184,8 @@ class MultiExitSegmenter(nn.Module):
         """
         if x.shape[0] != 1:
             raise ValueError('forward_adaptive runs one frame at a time (batch 1)')
-        x = _pad_to(x, self.cfg.patch)
-        return run_adaptive(TorchStages(self), self.cfg, x, tuple(x.shape[-2:]), policy,
+        x = self.pad(x)
+        return run_adaptive(TorchStages(self), self.cfg, x, policy,
                             class_thresholds, guard)
 
     def full_macs(self, h: int, w: int) -> int:
@@ -171,41 +194,44 @@ class MultiExitSegmenter(nn.Module):
 
 
 class TorchStages:
-    """The adaptive loop's stages on a PyTorch model (see model.adaptive)."""
+    """The adaptive loop's stages (model.adaptive.Stages) on a PyTorch model."""
 
     def __init__(self, model: MultiExitSegmenter) -> None:
         self.model = model
         self.stage_blocks = [[model.blocks[i] for i in r] for r in model.stages()]
 
-    def embed(self, x):
+    def embed(self, x: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         f4, f8, tokens, grid = self.model.embed(x)
         return f4, f8, tokens[0], grid
 
-    def blocks(self, stage, tokens):
+    def blocks(self, stage: int, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens[None]
         for block in self.stage_blocks[stage]:
             x = block(x)
         return x[0]
 
-    def exit_tokens(self, stage, tokens):
+    def exit_tokens(self, stage: int, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.exits[stage].token_logits(tokens)
 
-    def exit_dense(self, stage, token_logits, grid, f8):
+    def exit_dense(self, stage: int, token_logits: torch.Tensor, grid: tuple[int, int],
+                   f8: torch.Tensor) -> torch.Tensor:
         return self.model.exits[stage].dense_logits(token_logits.t().reshape(1, -1, *grid), f8)
 
-    def decode(self, tokens, grid, f8, f4):
+    def decode(self, tokens: torch.Tensor, grid: tuple[int, int], f8: torch.Tensor,
+               f4: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(tokens[None], grid, f8, f4)
 
-    def arange(self, n):
+    def arange(self, n: int) -> torch.Tensor:
         return torch.arange(n)
 
-    def full(self, n, value):
+    def full(self, n: int, value: int) -> torch.Tensor:
         return torch.full((n,), value, dtype=torch.long)
 
-    def zeros(self, shape):
+    def zeros(self, shape: tuple[int, int]) -> torch.Tensor:
         return torch.zeros(shape)
 
-    def copy(self, x):
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()
 
-    confidence = staticmethod(lambda logits: token_confidence(logits))
+    confidence = staticmethod(token_confidence)

@@ -14,8 +14,61 @@ import numpy as np
 from ..bundle import ONNX_META, Bundle, BundleError
 from ..model import ExitPolicy, ModelConfig
 from ..model.adaptive import numpy_confidence, run_adaptive
+from ..model.inputs import pixel_stats, prepare_frame
+from .backend import BackendOutput
+
+
+class OnnxStages:
+    """The adaptive loop's stages (model.adaptive.Stages) on a bundle's stage sessions; the
+    backend swaps ``sessions`` when the thread count changes."""
+
+    def __init__(self, cfg: ModelConfig, sessions: dict) -> None:
+        self.cfg = cfg
+        self.sessions = sessions
+
+    def run(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
+        session = self.sessions[name]
+        return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), arrays)})
+
+    def embed(self, x: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        f4, f8, tokens = self.run('embed', x)
+        p = self.cfg.patch
+        return f4, f8, tokens, (x.shape[2] // p, x.shape[3] // p)
+
+    def blocks(self, stage: int, tokens: np.ndarray) -> np.ndarray:
+        return self.run(f'blocks_{stage}', np.ascontiguousarray(tokens))[0]
+
+    def exit_tokens(self, stage: int, tokens: np.ndarray) -> np.ndarray:
+        return self.run(f'exit_{stage}_tokens', np.ascontiguousarray(tokens))[0]
+
+    def exit_dense(self, stage: int, token_logits: np.ndarray, grid: tuple[int, int],
+                   f8: np.ndarray) -> np.ndarray:
+        grid_logits = np.ascontiguousarray(token_logits.T.reshape(1, -1, *grid))
+        return self.run(f'exit_{stage}_dense', grid_logits, f8)[0]
+
+    def decode(self, tokens: np.ndarray, grid: tuple[int, int], f8: np.ndarray,
+               f4: np.ndarray) -> np.ndarray:
+        return self.run('decoder', np.ascontiguousarray(tokens), f8, f4)[0]
+
+    def arange(self, n: int) -> np.ndarray:
+        return np.arange(n)
+
+    def full(self, n: int, value: int) -> np.ndarray:
+        return np.full(n, value, dtype=np.int64)
+
+    def zeros(self, shape: tuple[int, int]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    confidence = staticmethod(numpy_confidence)
+
 
 class OnnxBackend:
+    """Bundle stage graphs on ONNX Runtime, one session set per thread count."""
+
     name = 'onnxruntime'
 
     def __init__(self, bundle: Bundle, device: str = 'cpu', threads: int | None = None,
@@ -44,10 +97,9 @@ class OnnxBackend:
             self._providers.insert(0, 'CUDAExecutionProvider')
         self.threads = threads or 2
         self._by_threads = {self.threads: self._load_sessions(self.threads)}
-        self.sessions = self._by_threads[self.threads]
+        self.stages = OnnxStages(cfg, self._by_threads[self.threads])
         self._check_shapes()
-        self.mean = np.asarray(cfg.mean, np.float32)
-        self.inv_std = 1.0 / np.asarray(cfg.std, np.float32)
+        self._pixel_stats = pixel_stats(cfg)
 
     def _load_sessions(self, threads: int) -> dict:
         """One session per stage graph; intra-op threads are fixed per session in ONNX Runtime,
@@ -79,7 +131,12 @@ class OnnxBackend:
 
     def set_threads(self, threads: int) -> None:
         self.prepare_threads(threads)
-        self.sessions = self._by_threads[threads]
+        self.stages.sessions = self._by_threads[threads]
+
+    @property
+    def sessions(self) -> dict:
+        """The stage sessions the next frame runs on."""
+        return self.stages.sessions
 
     def _check_shapes(self) -> None:
         cfg = self.cfg
@@ -101,59 +158,17 @@ class OnnxBackend:
             raise BundleError(f'ONNX exit heads predict {k} classes, the bundle has '
                               f'{cfg.num_classes}')
 
-    # -- stages (model.adaptive.Stages) --------------------------------------------------------
-    def _run(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
-        session = self.sessions[name]
-        return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), arrays)})
-
-    def embed(self, x: np.ndarray):
-        f4, f8, tokens = self._run('embed', x)
-        p = self.cfg.patch
-        return f4, f8, tokens, (x.shape[2] // p, x.shape[3] // p)
-
-    def blocks(self, stage: int, tokens: np.ndarray) -> np.ndarray:
-        return self._run(f'blocks_{stage}', np.ascontiguousarray(tokens))[0]
-
-    def exit_tokens(self, stage: int, tokens: np.ndarray) -> np.ndarray:
-        return self._run(f'exit_{stage}_tokens', np.ascontiguousarray(tokens))[0]
-
-    def exit_dense(self, stage: int, token_logits: np.ndarray, grid, f8) -> np.ndarray:
-        grid_logits = np.ascontiguousarray(token_logits.T.reshape(1, -1, *grid))
-        return self._run(f'exit_{stage}_dense', grid_logits, f8)[0]
-
-    def decode(self, tokens: np.ndarray, grid, f8, f4) -> np.ndarray:
-        return self._run('decoder', np.ascontiguousarray(tokens), f8, f4)[0]
-
-    def arange(self, n: int) -> np.ndarray:
-        return np.arange(n)
-
-    def full(self, n: int, value: int) -> np.ndarray:
-        return np.full(n, value, dtype=np.int64)
-
-    def zeros(self, shape) -> np.ndarray:
-        return np.zeros(shape, dtype=np.float32)
-
-    def copy(self, x: np.ndarray) -> np.ndarray:
-        return x.copy()
-
-    confidence = staticmethod(numpy_confidence)
-
     # -- one frame -----------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        p = self.cfg.patch
-        x = np.zeros((1, 3, h + (-h) % p, w + (-w) % p), dtype=np.float32)
-        x[0, :, :h, :w] = ((image - self.mean) * self.inv_std).transpose(2, 0, 1)
-        return x
+        return prepare_frame(image, self.cfg, self._pixel_stats)
 
     def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
-              guard: Callable[[int], bool] | None):
-        from .segmenter import BackendOutput  # imported late: segmenter imports this module
+              guard: Callable[[int], bool] | None) -> BackendOutput:
         h, w = image.shape[:2]
         x = self.preprocess(image)
-        out = run_adaptive(self, self.cfg, x, x.shape[-2:], policy, thresholds, guard)
+        out = run_adaptive(self.stages, self.cfg, x, policy, thresholds, guard)
         post = f'post_{x.shape[2] // out.logits.shape[2]}'
-        labels, conf = self._run(post, np.ascontiguousarray(out.logits))
+        labels, conf = self.stages.run(post, np.ascontiguousarray(out.logits))
         labels, conf = labels[0, :h, :w], conf[0, :h, :w]
         dtype = np.uint8 if self.cfg.num_classes <= 256 else np.uint16
         return BackendOutput(labels=labels.astype(dtype),

@@ -16,19 +16,9 @@ import numpy as np
 
 from ..bundle import Bundle, BundleError, load_bundle
 from ..model import ExitPolicy, ModelConfig
+from .backend import Backend
 
 BACKENDS = ('torch', 'onnxruntime')
-
-
-@dataclass
-class BackendOutput:
-    labels: np.ndarray            # (H, W) integer class ids at the frame's resolution
-    confidence: np.ndarray        # (H, W) uint8
-    exit_ids: np.ndarray          # (gh, gw) exit where each token stopped
-    exit_taken: int
-    stopped_fraction: list[float]
-    macs: int
-    guard_stop: bool
 
 
 @dataclass
@@ -45,7 +35,8 @@ class SegmentationResult:
 
 
 def make_backend(name: str, bundle: Bundle, device: str, threads: int | None,
-                 precision: str = 'fp32') -> Any:
+                 precision: str = 'fp32') -> Backend:
+    """The backend called ``name``, imported on first use (each needs its own runtime)."""
     if precision != 'fp32' and name != 'onnxruntime':
         raise ValueError(f'precision {precision} needs the onnxruntime backend')
     if name == 'torch':
@@ -71,7 +62,7 @@ class Segmenter:
                  precision: str = 'fp32') -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.cfg = ModelConfig.from_dict(self.bundle.config)
-        self.backend = make_backend(backend, self.bundle, device, threads, precision)
+        self.backend: Backend = make_backend(backend, self.bundle, device, threads, precision)
         self.threads = self.backend.threads        # configured inference threads
         self.num_classes = self.cfg.num_classes
         self.num_exits = self.cfg.num_exits
@@ -80,9 +71,13 @@ class Segmenter:
         self._thresholds: dict[ExitPolicy, np.ndarray | None] = {}
 
     @property
-    def model(self):
+    def model(self) -> Any:
         """The PyTorch network (torch backend only: calibration and training use it)."""
-        return self.backend.model
+        model = getattr(self.backend, 'model', None)
+        if model is None:
+            raise ValueError(f'the {self.backend.name} backend has no PyTorch model; '
+                             'use the torch backend')
+        return model
 
     def use_threads(self, threads: int = 0) -> None:
         """Run the next frames on ``threads`` inference threads (0: the configured count).

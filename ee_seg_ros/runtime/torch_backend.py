@@ -11,13 +11,17 @@ import torch.nn.functional as F
 
 from ..bundle import Bundle
 from ..model import ExitPolicy
-from .segmenter import BackendOutput
+from ..model.adaptive import run_adaptive
+from ..model.network import TorchStages
+from .backend import BackendOutput
 
 # Frames decoded zero-copy from messages are read-only views; they are only read here.
 warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
 
 
 class TorchBackend:
+    """The PyTorch network on CPU or CUDA, its stages run by model.adaptive's loop."""
+
     name = 'torch'
 
     def __init__(self, bundle: Bundle, device: str = 'cpu', threads: int | None = None) -> None:
@@ -26,9 +30,8 @@ class TorchBackend:
         self.threads = torch.get_num_threads()
         self.device = torch.device(device)
         self.model = bundle.load_model(device=device)
-        cfg = self.model.cfg
-        self.mean = torch.tensor(cfg.mean, device=self.device).view(1, 3, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(cfg.std, device=self.device).view(1, 3, 1, 1)
+        self.cfg = self.model.cfg
+        self.stages = TorchStages(self.model)
         self._thresholds: dict[bytes, torch.Tensor] = {}
 
     def prepare_threads(self, threads: int) -> None:
@@ -39,8 +42,7 @@ class TorchBackend:
             torch.set_num_threads(threads)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
-        return (x - self.mean) * self.inv_std
+        return self.model.prepare(torch.from_numpy(image).to(self.device)[None])
 
     def _tensor(self, thresholds: np.ndarray | None) -> torch.Tensor | None:
         if thresholds is None:
@@ -54,16 +56,15 @@ class TorchBackend:
     def infer(self, image: np.ndarray, policy: ExitPolicy, thresholds: np.ndarray | None,
               guard: Callable[[int], bool] | None) -> BackendOutput:
         h, w = image.shape[:2]
-        out = self.model.forward_adaptive(self.preprocess(image), policy,
-                                          self._tensor(thresholds), guard)
-        patch = self.model.cfg.patch
-        padded = (h + (-h) % patch, w + (-w) % patch)
-        logits = F.interpolate(out.logits, size=padded, mode='bilinear',
+        x = self.preprocess(image)
+        out = run_adaptive(self.stages, self.cfg, x, policy,
+                           self._tensor(thresholds), guard)
+        logits = F.interpolate(out.logits, size=x.shape[-2:], mode='bilinear',
                                align_corners=False)[0, :, :h, :w]
         top, labels = logits.max(dim=0)
         # max softmax = 1 / sum(exp(l - l_max)): no full softmax tensor needed
         conf = torch.exp(logits - top).sum(dim=0).reciprocal_()
-        if self.model.cfg.num_classes <= 256:
+        if self.cfg.num_classes <= 256:
             labels = labels.to(torch.uint8)
         return BackendOutput(labels=labels.cpu().numpy(),
                              confidence=(conf * 255.0).round_().to(torch.uint8).cpu().numpy(),

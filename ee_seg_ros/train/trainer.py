@@ -79,8 +79,6 @@ class Trainer:
         mcfg = ModelConfig.from_dict({**cfg.model, 'num_classes': spec.num_classes})
         self.model = MultiExitSegmenter(mcfg).to(self.device)
         self.weight = class_weights(self.labels, spec.num_classes).to(self.device)
-        self.mean = torch.tensor(mcfg.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(mcfg.std, device=self.device).view(1, 3, 1, 1)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.out / 'checkpoint.pt'
@@ -166,8 +164,7 @@ class Trainer:
                  for image, label in self._sources()]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
         y = torch.from_numpy(np.stack([p[1] for p in pairs])).to(self.device)
-        x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        return x, y
+        return self.model.prepare(x), y
 
     def lr_at(self, progress: float) -> float:
         base = self.cfg.lr[self.stage]
@@ -187,7 +184,7 @@ class Trainer:
             m.eval()
             out = m.forward_train(x)
             teacher = out.final.detach()
-            grid = (math.ceil(x.shape[-2] / 16), math.ceil(x.shape[-1] / 16))
+            grid = m.cfg.token_grid(*x.shape[-2:])
             return sum(exit_distillation(e, teacher, y, self.weight)
                        + token_distillation(t, teacher, grid)
                        for e, t in zip(out.exits, out.exit_tokens))
