@@ -32,6 +32,8 @@ STAGES = ('backbone', 'exits', 'pausing')
 class TrainConfig:
     out_dir: str
     minutes: tuple[float, float, float] = (70.0, 8.0, 10.0)
+    # optimiser steps per stage instead of minutes: the same run on any machine, busy or not
+    steps: tuple[int, int, int] | None = None
     batch: int = 8
     lr: tuple[float, float, float] = (2e-3, 1e-3, 3e-4)
     weight_decay: float = 0.05
@@ -211,15 +213,22 @@ class Trainer:
     def _run_stage(self) -> None:
         cfg = self.cfg
         budget = cfg.minutes[self.stage] * 60.0
+        max_steps = cfg.steps[self.stage] if cfg.steps else None
         name = STAGES[self.stage]
-        bar = tqdm(total=round(budget), desc=f'stage {self.stage + 1}/3 {name}', unit='s',
-                   initial=round(self.stage_elapsed), dynamic_ncols=True)
+        if max_steps is None:
+            bar = tqdm(total=round(budget), desc=f'stage {self.stage + 1}/3 {name}', unit='s',
+                       initial=round(self.stage_elapsed), dynamic_ncols=True)
+        else:
+            bar = tqdm(total=max_steps, desc=f'stage {self.stage + 1}/3 {name}', unit='step',
+                       initial=self.step, dynamic_ncols=True)
         last_ckpt = last_eval = time.monotonic()
         t_prev = time.monotonic()
         smooth = None
         images = 0
-        while self.stage_elapsed < budget:
-            lr = self.lr_at(self.stage_elapsed / budget)
+        while (self.step < max_steps) if max_steps is not None else \
+                (self.stage_elapsed < budget):
+            lr = self.lr_at(self.step / max_steps if max_steps is not None
+                            else self.stage_elapsed / budget)
             for group in self.optimizer.param_groups:
                 group['lr'] = lr
             x, y = self.batch()
@@ -239,7 +248,8 @@ class Trainer:
             if not math.isfinite(value):
                 raise FloatingPointError(f'loss became {value} at stage {name} step {self.step}')
             smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
-            bar.update(round(self.stage_elapsed) - bar.n)
+            bar.update((self.step if max_steps is not None else round(self.stage_elapsed))
+                       - bar.n)
             bar.set_postfix(loss=f'{smooth:.3f}', img_s=f'{x.shape[0] / max(dt, 1e-6):.1f}',
                             lr=f'{lr:.1e}')
             if self.step % 20 == 0:
