@@ -75,9 +75,11 @@ def _pair(images: dict[str, Path], labels: dict[str, Path], where: str) -> list[
 class SegmentationFolder(Sequence):
     """Image/label pairs sorted by name; ``dataset[i]`` is (RGB uint8 HxWx3, ids uint8 HxW)."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], spec: LabelSpec) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path]], spec: LabelSpec,
+                 split: str = '') -> None:
         self.pairs = pairs
         self.spec = spec
+        self.split = split
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -123,7 +125,8 @@ def camvid_layout(root: str | Path, split: str, spec: LabelSpec) -> Segmentation
     img_dir = _require_dir(root / split)
     lbl_dir = _require_dir(root / f'{split}annot')
     images, labels = _files(img_dir), _files(lbl_dir)
-    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec)
+    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec,
+                              split)
 
 
 def cityscapes_layout(root: str | Path, split: str, spec: LabelSpec) -> SegmentationFolder:
@@ -134,7 +137,8 @@ def cityscapes_layout(root: str | Path, split: str, spec: LabelSpec) -> Segmenta
     lbl_dir = _require_dir(root / 'gtFine' / split)
     images = _files(img_dir, '_leftImg8bit', recursive=True)
     labels = _files(lbl_dir, '_gtFine_labelTrainIds', recursive=True)
-    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec)
+    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec,
+                              split)
 
 
 def ade20k_layout(root: str | Path, split: str, spec: LabelSpec) -> SegmentationFolder:
@@ -145,7 +149,8 @@ def ade20k_layout(root: str | Path, split: str, spec: LabelSpec) -> Segmentation
     img_dir = _require_dir(base / 'images' / split)
     lbl_dir = _require_dir(base / 'annotations' / split)
     images, labels = _files(img_dir), _files(lbl_dir, suffixes=('.png',))
-    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec)
+    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec,
+                              split)
 
 
 CLASSES_FILE = 'classes.json'
@@ -219,7 +224,8 @@ def folder_layout(root: str | Path, split: str,
     lbl_dir = _require_dir(root / 'labels' / split)
     images = _flat_files(img_dir, IMAGE_SUFFIXES)
     labels = _flat_files(lbl_dir, ('.png',))
-    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec)
+    return SegmentationFolder(_pair(images, labels, f'{img_dir} and {lbl_dir}'), spec,
+                              split)
 
 
 def write_classes(path: str | Path, spec: LabelSpec) -> Path:
