@@ -181,6 +181,9 @@ def read_classes(path: str | Path) -> LabelSpec:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DatasetError(f'class list {path} names a class twice: {dupes}')
+    if len(names) > IGNORE:
+        raise DatasetError(f'class list {path} names {len(names)} classes; at most {IGNORE} '
+                           'are supported (class ids are stored in 8 bits)')
     ignore = data.get('ignore_index', IGNORE)
     if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 65535:
         raise DatasetError(f'class list {path}: "ignore_index" must be an integer 0..65535, '
@@ -188,9 +191,6 @@ def read_classes(path: str | Path) -> LabelSpec:
     if ignore < len(names):
         raise DatasetError(f'class list {path}: ignore_index {ignore} is the id of class '
                            f'{names[ignore]!r}; ignored pixels need a value above the class ids')
-    if len(names) > IGNORE:
-        raise DatasetError(f'class list {path} names {len(names)} classes; at most {IGNORE} '
-                           'are supported (class ids are stored in 8 bits)')
     palette = data.get('palette')
     if palette is None:
         palette = default_palette(len(names))
