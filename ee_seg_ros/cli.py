@@ -25,17 +25,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.reset_decoder and not args.init_from:
         raise ValueError('--reset-decoder re-fits the decoder of a trained bundle: '
                          'give --init-from')
+    if args.init_from and args.model_config:
+        raise ValueError('--init-from takes the network shape of that bundle: '
+                         'drop --model-config')
     train = _split(args, args.split, 'train').seq
     images, labels = train.load_all()
     val = None
     if args.val_split != '':
         val = _split(args, args.val_split, 'val').seq.load_all()
+    model = {}
+    if args.init_from:
+        model = json.loads(Path(args.init_from, 'config.json').read_text())
+    elif args.model_config:
+        model = _model_config(args.model_config)
     cfg = TrainConfig(out_dir=args.out, minutes=_floats(args.minutes), batch=args.batch,
                       threads=args.threads, device=args.device, seed=args.seed,
-                      pause_range=_floats(args.pause_range),
-                      **({'lr': _floats(args.lr)} if args.lr else {}),
-                      **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
-                         if args.init_from else {}))
+                      pause_range=_floats(args.pause_range), model=model,
+                      crop=_crop(args.crop, images, TrainConfig.scale[0]),
+                      **({'lr': _floats(args.lr)} if args.lr else {}))
     trainer = Trainer(cfg, train.spec, images, labels, val)
     if args.init_from:
         from .bundle import load_bundle
@@ -55,6 +62,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     bundle = save_bundle(Path(args.out) / 'bundle', model, train.spec)
     print(f'bundle written to {bundle} (calibrate it next: ee-seg calibrate --model {bundle})')
     return 0
+
+
+def _model_config(path: str) -> dict:
+    """Architecture fields from a JSON file (a bundle's config.json, or a few overrides such as
+    ``{"embed_dim": 96, "depth": 6, "exit_after": [2, 3, 4]}``); refused here, before training
+    starts, when they do not make a network."""
+    from .model import ModelConfig
+    try:
+        fields = json.loads(Path(path).read_text())
+        if not isinstance(fields, dict):
+            raise ValueError('not a JSON object')
+        fields.pop('num_classes', None)       # always the dataset's
+        ModelConfig.from_dict({**fields, 'num_classes': 2})
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f'--model-config {path}: {err}') from None
+    return fields
+
+
+def _crop(text: str | None, images: Sequence, min_scale: float) -> tuple[int, int]:
+    """The training crop: HxW as given, or 256x352 shrunk to fit the smallest training image
+    at the smallest augmentation scale (so a crop is mostly image, not padding)."""
+    if text:
+        try:
+            h, w = (int(v) for v in text.lower().split('x'))
+        except ValueError:
+            raise ValueError(f'--crop {text!r}: expected HxW, e.g. 256x352') from None
+        return h, w
+    h = min(image.shape[0] for image in images)
+    w = min(image.shape[1] for image in images)
+    return min(256, max(16, int(h * min_scale))), min(352, max(16, int(w * min_scale)))
 
 
 class _Head(Sequence):
@@ -264,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--resume', action='store_true', help='continue from the run folder')
     p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
+    p.add_argument('--model-config', help='JSON file of network shape fields (e.g. a smaller '
+                                          'network: embed_dim, depth, exit_after)')
+    p.add_argument('--crop', help='training crop HxW (default 256x352, shrunk to fit the '
+                                  'smallest training image)')
     p.add_argument('--lr', help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
     p.add_argument('--pause-range', default='0.9,1.0',
                    help='stage 3: range of the per-image confidence thresholds that pause tokens '

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .labels import IGNORE, LabelSpec, default_palette
+from .labels import IGNORE, LabelSpec, _lookup, default_palette
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
@@ -41,7 +41,7 @@ def read_label(path: Path, spec: LabelSpec) -> np.ndarray:
     if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
         raise DatasetError(f'label {path} must be a single-channel 8-bit or 16-bit image, '
                            f'got shape {raw.shape} dtype {raw.dtype}')
-    table, valid = spec.lookup(256 if raw.dtype == np.uint8 else 65536)
+    table, valid = _lookup(spec, 256 if raw.dtype == np.uint8 else 65536)
     present = np.bincount(raw.ravel(), minlength=table.size).astype(bool)
     bad = np.flatnonzero(present & ~valid)
     if bad.size:

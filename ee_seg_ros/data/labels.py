@@ -25,8 +25,10 @@ class LabelSpec:
     def lookup(self, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """A table from raw label values (``size``: 256 for 8-bit label files, 65536 for 16-bit
         ones) to class ids (IGNORE for void), and a mask of which raw values are legal at all.
-        Cached: it is applied to every label read."""
-        return _lookup(self, size)
+        Built once per label set and size (it is applied to every label read); the caller
+        gets its own copy."""
+        table, valid = _lookup(self, size)
+        return table.copy(), valid.copy()
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'class_names': list(self.class_names),
