@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,6 @@ class Bundle:
     labels: LabelSpec
     calibration: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def load_model(self, device: str = 'cpu', fuse: bool = True):
         """Build the network and load the weights (strict: every tensor present and shaped)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -26,7 +26,6 @@ class ModelConfig:
     patch: int = 16
     mean: tuple[float, float, float] = (105.0, 108.4, 110.3)
     std: tuple[float, float, float] = (78.3, 79.5, 78.3)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -48,10 +47,14 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> 'ModelConfig':
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        if data.get('extra') == {}:     # an always-empty field that older bundles still carry
+            del data['extra']
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f'unknown model config keys: {sorted(unknown)}')
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items()}
         return cls(**kwargs)

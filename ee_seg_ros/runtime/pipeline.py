@@ -36,8 +36,8 @@ class FrameCounts:
     deadline_hits: int = 0
     guard_stops: int = 0
 
-    def balanced(self, in_flight: int = 0) -> bool:
-        return self.received == self.processed + self.dropped + self.rejected + in_flight
+    def balanced(self) -> bool:
+        return self.received == self.processed + self.dropped + self.rejected
 
 
 @dataclass
