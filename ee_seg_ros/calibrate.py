@@ -1,7 +1,7 @@
 """Calibration of a trained bundle: CBT class thresholds from training statistics, and the
 operating-point profile (Pareto-optimal settings with GMACs, latency here, and mIoU).
 
-CBT needs only a trained model and its training set (methods.md), so thresholds are computed
+CBT needs only a trained model and its training set (docs/methods.md), so thresholds are computed
 post hoc. The profile is what the controller chooses from at run time.
 """
 
