@@ -27,13 +27,13 @@ setup(
         'rosbags>=0.10',
         'tqdm',
         'matplotlib',
-        'pyyaml',
         'psutil',
     ],
     extras_require={
         # training, calibration and the torch backend (install a build for your machine first)
         'torch': ['torch>=2.1'],
-        'test': ['pytest', 'torch>=2.1', 'onnx', 'onnxruntime'],
+        # pyyaml: the launch and parameter files' tests; ruff and mypy: test/test_lint.py
+        'test': ['pytest', 'torch>=2.1', 'onnx', 'onnxruntime', 'pyyaml', 'ruff', 'mypy'],
         # ONNX Runtime deployment; PyTorch is then needed only to export
         'onnx': ['onnxruntime'],
         # fleet replay on Ray (`ee-seg replay --ray`): a local Ray or a cluster

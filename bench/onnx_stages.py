@@ -93,7 +93,7 @@ def main() -> int:
         o = float(np.median(per_frame['onnxruntime'][key]))
         rows.append({'part': key, 'torch_ms': round(t, 2), 'onnxruntime_ms': round(o, 2),
                      'ratio': round(t / o, 3)})
-    print(f'| part | PyTorch ms | ONNX Runtime ms | PyTorch / ORT |')
+    print('| part | PyTorch ms | ONNX Runtime ms | PyTorch / ORT |')
     print('|---|---|---|---|')
     for r in rows:
         print(f"| {r['part']} | {r['torch_ms']} | {r['onnxruntime_ms']} | {r['ratio']} |")

@@ -79,7 +79,8 @@ def main() -> int:
                          'miou': round(cms[(b, p)].miou() * 100, 2),
                          'identical_pixels': round(float(np.mean(same_px[(b, p)])), 5),
                          'same_exit': round(float(np.mean(same_exit[(b, p)])), 4)})
-    print('| policy | backend | p50 ms | speed-up vs torch | mIoU | identical pixels | same exit |')
+    print('| policy | backend | p50 ms | speed-up vs torch | mIoU | identical pixels '
+          '| same exit |')
     print('|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['policy']} | {r['backend']} | {r['latency_ms_p50']} | "

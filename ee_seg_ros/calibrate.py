@@ -1,7 +1,7 @@
 """Calibration of a trained bundle: CBT class thresholds from training statistics, and the
 operating-point profile (Pareto-optimal settings with GMACs, latency here, and mIoU).
 
-CBT needs only a trained model and its training set (methods.md), so thresholds are computed
+CBT needs only a trained model and its training set (docs/methods.md), so thresholds are computed
 post hoc. The profile is what the controller chooses from at run time.
 """
 
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from .bundle import update_bundle
 from .data.labels import IGNORE
 from .evaluate import PolicyStats, sweep
 from .model import MultiExitSegmenter, class_margins
@@ -166,3 +169,30 @@ def stage_costs(segmenter: Segmenter, size: tuple[int, int], repeats: int = 5) -
             'blocks_per_stage': [len(s) for s in model.stages()],
             'exit_token_head_ms': round(head_ms, 3), 'exit_dense_head_ms': round(head_out_ms, 3),
             'decoder_ms': round(decoder_ms, 3)}
+
+
+@dataclass
+class Calibration:
+    """What ``calibrate_bundle`` wrote into the bundle."""
+
+    calibration: dict[str, Any]
+    profile: dict[str, Any]
+
+
+def calibrate_bundle(segmenter: Segmenter, train: Sequence, frames: Sequence,
+                     train_split: str, split: str, device: str = 'cpu',
+                     progress: bool = True) -> Calibration:
+    """CBT statistics on ``train``, then the profile swept on ``frames``, both written into the
+    segmenter's bundle. The profile records the frame size it was measured at, since its
+    latencies (and the stage costs of the deadline guard) hold for that size only."""
+    path = segmenter.bundle.path
+    calibration = {**cbt_statistics(segmenter, train, progress=progress), 'split': train_split}
+    update_bundle(path, calibration=calibration)
+    segmenter = Segmenter(path, device=device, threads=segmenter.threads)  # new CBT margins
+    rows = profile_sweep(segmenter, frames, progress=progress)
+    profile = build_profile(rows, split, segmenter.threads)
+    first, _ = frames[0]
+    profile['input_size'] = list(first.shape[:2])
+    profile['stage_costs'] = stage_costs(segmenter, first.shape[:2])
+    update_bundle(path, profile=profile)
+    return Calibration(calibration, profile)

@@ -49,17 +49,11 @@ def _float_list(n: int, what: str):
     return parse
 
 
-def load_split(dataset: str, root: str, split: str):
-    """A labelled split in one of the supported layouts."""
-    from .data import folder
-    from .data.labels import CAMVID, CITYSCAPES, ade20k_spec
-    if dataset == 'camvid':
-        return folder.camvid_layout(root, split, CAMVID)
-    if dataset == 'cityscapes':
-        return folder.cityscapes_layout(root, split, CITYSCAPES)
-    if dataset == 'ade20k':
-        return folder.ade20k_layout(root, split, ade20k_spec())
-    raise ValueError(f'unknown dataset {dataset!r}')
+def _split(args: argparse.Namespace, split: str | None, which: str, limit: int | None = None):
+    """A labelled split of the command's dataset (``--dataset``, ``--root``), optionally the
+    first ``limit`` frames."""
+    from .data.datasets import load_split
+    return _Head(load_split(args.dataset, args.root, split, which), limit)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -68,24 +62,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.reset_decoder and not args.init_from:
         raise ValueError('--reset-decoder re-fits the decoder of a trained bundle: '
                          'give --init-from')
-    train = load_split(args.dataset, args.root, args.split)
+    if args.init_from and args.model_config:
+        raise ValueError('--init-from takes the network shape of that bundle: '
+                         'drop --model-config')
+    train = _split(args, args.split, 'train').seq
     images, labels = train.load_all()
     val = None
-    if args.val_split:
-        val = load_split(args.dataset, args.root, args.val_split).load_all()
+    if args.val_split != '':
+        val = _split(args, args.val_split, 'val').seq.load_all()
     if min(args.minutes) < 0:
         raise ValueError(f'--minutes {args.minutes}: a stage cannot take negative minutes')
     lo, hi = args.pause_range
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f'--pause-range {lo},{hi}: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1')
+    model = {}
+    if args.init_from:
+        model = json.loads(Path(args.init_from, 'config.json').read_text())
+    elif args.model_config:
+        model = _model_config(args.model_config)
     extra, fraction = _synthetic_pool(args, train.spec, labels)
     cfg = TrainConfig(out_dir=args.out, minutes=args.minutes, batch=args.batch,
                       threads=args.threads, device=args.device, seed=args.seed,
-                      pause_range=args.pause_range, synthetic_fraction=fraction,
-                      warmup_steps=args.warmup_steps,
-                      **({'lr': args.lr} if args.lr else {}),
-                      **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
-                         if args.init_from else {}))
+                      pause_range=args.pause_range, model=model,
+                      crop=_crop(args.crop, images, TrainConfig.scale[0]),
+                      synthetic_fraction=fraction, warmup_steps=args.warmup_steps,
+                      **({'lr': args.lr} if args.lr else {}))
     trainer = Trainer(cfg, train.spec, images, labels, val, extra)
     if args.init_from:
         from .bundle import load_bundle
@@ -136,6 +137,36 @@ def _synthetic_pool(args: argparse.Namespace, spec, labels: Sequence) -> tuple:
     return scenes.load_all(), fraction
 
 
+def _model_config(path: str) -> dict:
+    """Architecture fields from a JSON file (a bundle's config.json, or a few overrides such as
+    ``{"embed_dim": 96, "depth": 6, "exit_after": [2, 3, 4]}``); refused here, before training
+    starts, when they do not make a network."""
+    from .model import ModelConfig
+    try:
+        fields = json.loads(Path(path).read_text())
+        if not isinstance(fields, dict):
+            raise ValueError('not a JSON object')
+        fields.pop('num_classes', None)       # always the dataset's
+        ModelConfig.from_dict({**fields, 'num_classes': 2})
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f'--model-config {path}: {err}') from None
+    return fields
+
+
+def _crop(text: str | None, images: Sequence, min_scale: float) -> tuple[int, int]:
+    """The training crop: HxW as given, or 256x352 shrunk to fit the smallest training image
+    at the smallest augmentation scale (so a crop is mostly image, not padding)."""
+    if text:
+        try:
+            h, w = (int(v) for v in text.lower().split('x'))
+        except ValueError:
+            raise ValueError(f'--crop {text!r}: expected HxW, e.g. 256x352') from None
+        return h, w
+    h = min(image.shape[0] for image in images)
+    w = min(image.shape[1] for image in images)
+    return min(256, max(16, int(h * min_scale))), min(352, max(16, int(w * min_scale)))
+
+
 class _Head(Sequence):
     """The first ``n`` items of a sequence, without loading the rest."""
 
@@ -158,20 +189,25 @@ def _segmenter(args: argparse.Namespace):
                      precision=getattr(args, 'precision', 'fp32'))
 
 
-def _eval_frames(args: argparse.Namespace, segmenter):
-    from .data.folder import camvid_layout
-    return _Head(camvid_layout(args.root, args.split, segmenter.bundle.labels), args.limit)
+def _eval_frames(args: argparse.Namespace, segmenter, split: str | None, which: str = 'val'):
+    """The frames a bundle is scored on, refused when their classes are not the bundle's."""
+    from .data.datasets import check_classes
+    frames = _split(args, split, which, args.limit)
+    check_classes(frames.seq.spec, segmenter.bundle.labels,
+                  f'the {args.dataset} dataset at {args.root}', segmenter.bundle.path)
+    return frames
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .bench import write_json
     from .evaluate import format_table, sweep
     segmenter = _segmenter(args)
-    frames = _eval_frames(args, segmenter)
+    frames = _eval_frames(args, segmenter, args.split)
     policy = segmenter.resolve(args.policy).spec()
     stats = sweep(segmenter, frames, [policy], warmup=args.warmup, progress=not args.quiet)
     summary = stats[policy].summary(segmenter.bundle.labels.class_names, segmenter.num_exits)
-    summary.update(requested_policy=args.policy, split=args.split, root=str(args.root),
+    summary.update(requested_policy=args.policy, dataset=args.dataset,
+                   split=frames.seq.split, root=str(args.root),
                    bundle=str(segmenter.bundle.path))
     print(format_table([summary], [('policy', 'policy'), ('frames', 'frames'),
                                    ('miou', 'mIoU'), ('gmacs_mean', 'GMACs'),
@@ -190,9 +226,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import bench_table, run_bench, write_json
     segmenter = _segmenter(args)
-    frames = _eval_frames(args, segmenter)
+    frames = _eval_frames(args, segmenter, args.split)
     out = Path(args.out)
-    report = run_bench(segmenter, frames, args.split, out, args.threads,
+    report = run_bench(segmenter, frames, frames.seq.split, out, args.threads,
                        progress=not args.quiet)
     print(bench_table(report))
     headline = {k: v for k, v in report.items() if k not in ('settings', 'static_points')}
@@ -202,29 +238,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .bundle import update_bundle
-    from .calibrate import build_profile, cbt_statistics, profile_sweep, stage_costs
-    from .data.folder import camvid_layout
+    from .calibrate import calibrate_bundle
     from .evaluate import format_table
-    from .runtime import Segmenter
     segmenter = _segmenter(args)
-    labels = segmenter.bundle.labels
-    train = _Head(camvid_layout(args.root, args.train_split, labels), args.limit)
-    stats = cbt_statistics(segmenter, train, progress=not args.quiet)
-    update_bundle(args.model, calibration={**stats, 'split': args.train_split})
+    train = _eval_frames(args, segmenter, args.train_split, 'train')
+    frames = _eval_frames(args, segmenter, args.split, 'val')
+    result = calibrate_bundle(segmenter, train, frames, train.seq.split, frames.seq.split,
+                              device=args.device, progress=not args.quiet)
+    names = segmenter.bundle.labels.class_names
     print('CBT class margins: ' + ', '.join(
-        f'{n} {m:.3f}' for n, m in zip(labels.class_names, stats['margins'])))
-    segmenter = Segmenter(args.model, device=args.device, threads=args.threads)
-    frames = _Head(camvid_layout(args.root, args.split, labels), args.limit)
-    rows = profile_sweep(segmenter, frames, progress=not args.quiet)
-    profile = build_profile(rows, args.split, args.threads)
-    first, _ = frames[0]
-    profile['stage_costs'] = stage_costs(segmenter, first.shape[:2])
-    update_bundle(args.model, profile=profile)
-    print(format_table(profile['points'], [('policy', 'point'), ('miou', 'mIoU'),
-                                           ('gmacs_mean', 'GMACs'),
-                                           ('latency_ms_p50', 'p50 ms')]))
-    print(f'recommended (adaptive) point: {profile["recommended"]}')
+        f'{n} {m:.3f}' for n, m in zip(names, result.calibration['margins'])))
+    print(format_table(result.profile['points'], [('policy', 'point'), ('miou', 'mIoU'),
+                                                  ('gmacs_mean', 'GMACs'),
+                                                  ('latency_ms_p50', 'p50 ms')]))
+    h, w = result.profile['input_size']
+    print(f'calibrated at {w}x{h}; recommended (adaptive) point: '
+          f'{result.profile["recommended"]}')
     return 0
 
 
@@ -372,15 +401,24 @@ def _add_runtime_args(p: argparse.ArgumentParser, model_required: bool = False) 
     p.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """The dataset options train, calibrate, eval and bench share."""
+    from .data.datasets import LAYOUTS
+    p.add_argument('--dataset', choices=tuple(LAYOUTS), default='camvid',
+                   help='layout of --root: ' + '; '.join(f'{n}: {lay.help}'
+                                                         for n, lay in LAYOUTS.items()))
+    p.add_argument('--root', required=True, help='dataset folder')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='ee-seg', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
 
     p = sub.add_parser('train', help='train the multi-exit network (three stages)')
-    p.add_argument('--dataset', choices=('camvid', 'cityscapes', 'ade20k'), default='camvid')
-    p.add_argument('--root', required=True, help='dataset folder')
-    p.add_argument('--split', default='train')
-    p.add_argument('--val-split', default='val', help="validation split ('' for none)")
+    _add_dataset_args(p)
+    p.add_argument('--split', help='training split (default: the layout\'s, e.g. train)')
+    p.add_argument('--val-split', help="validation split (default: the layout's, e.g. val; "
+                                       "'' for none)")
     p.add_argument('--out', required=True, help='run folder (checkpoints, log, bundle)')
     p.add_argument('--minutes', default=(70.0, 8.0, 10.0),
                    type=_float_list(3, 'three comma-separated minutes, e.g. 70,8,10'),
@@ -391,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--resume', action='store_true', help='continue from the run folder')
     p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
+    p.add_argument('--model-config', help='JSON file of network shape fields (e.g. a smaller '
+                                          'network: embed_dim, depth, exit_after)')
+    p.add_argument('--crop', help='training crop HxW (default 256x352, shrunk to fit the '
+                                  'smallest training image)')
     p.add_argument('--lr', type=_float_list(3, 'three comma-separated learning rates'),
                    help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
     p.add_argument('--warmup-steps', type=_COUNT,
@@ -412,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='evaluate a bundle at one policy on a labelled split')
-    p.add_argument('--root', required=True, help='folder holding SPLIT/ and SPLITannot/')
-    p.add_argument('--split', required=True)
+    _add_dataset_args(p)
+    p.add_argument('--split', help="split to score (default: the layout's, e.g. val)")
     p.add_argument('--policy', default='full',
                    help='full, exit:N, global:T, cbt:ALPHA,BETA, entropy:H or adaptive')
     p.add_argument('--json', help='write the results here')
@@ -423,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser('bench', help='speed/accuracy sweep of every exit setting, interleaved')
-    p.add_argument('--root', required=True)
-    p.add_argument('--split', required=True)
+    _add_dataset_args(p)
+    p.add_argument('--split', help="split to score (default: the layout's, e.g. val)")
     p.add_argument('--json', help='write the report here (default OUT/bench.json)')
     p.add_argument('--out', default='bench-out', help='folder for plots and JSON')
     p.add_argument('--limit', type=_POSITIVE_INT)
@@ -433,9 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('calibrate', help='CBT thresholds and the operating-point profile')
     p.add_argument('--model', required=True, help='bundle folder to calibrate (modified)')
-    p.add_argument('--root', required=True)
-    p.add_argument('--train-split', default='train', help='split for CBT statistics')
-    p.add_argument('--split', default='val', help='calibration split for the profile')
+    _add_dataset_args(p)
+    p.add_argument('--train-split', help="split for CBT statistics (default: the layout's, "
+                                         "e.g. train)")
+    p.add_argument('--split', help="calibration split for the profile (default: the "
+                                   "layout's, e.g. val)")
     p.add_argument('--limit', type=_POSITIVE_INT)
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=_POSITIVE_INT, default=2)

@@ -453,3 +453,41 @@ def test_ctrl_c_while_frames_stream_in_is_a_clean_stop(probe, segmenter_node):
             node.proc.send_signal(signal.SIGINT)
     assert node.stop() == 0, node.output()
     assert 'Traceback' not in node.output()
+
+
+def test_a_bundle_with_its_own_classes_and_frame_size(probe, tmp_path):
+    """A 4-class bundle calibrated at 320x240 on a folder-layout dataset serves from the node:
+    masks at the camera's size with ids of its own classes only."""
+    import torch
+
+    from ee_seg_ros.data.folder import read_classes
+    from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
+    from conftest import TINY
+    from test_own_data import H as OH, NAMES, W as OW, write_own_dataset
+    data = write_own_dataset(tmp_path / 'data', {'train': 2, 'val': 2})
+    torch.manual_seed(0)
+    net = MultiExitSegmenter(ModelConfig(**{**TINY, 'num_classes': len(NAMES)})).eval()
+    path = save_bundle(tmp_path / 'bundle', net, read_classes(data / 'classes.json'))
+    assert ee_seg(['calibrate', '--dataset', 'folder', '--root', str(data), '--model',
+                   str(path), '--quiet', '--threads', '1']) == 0
+    node = NodeProcess(tmp_path, path, 'seg_own', latency_budget_ms=1000.0,
+                       input__reliable=True)
+    try:
+        node.wait_ready()
+        out = Listener(probe, 'seg_own')
+        pub = probe.create_publisher(Image, '/seg_own/image', 10)
+        msgs = []
+        for stamp, file in enumerate(sorted((data / 'images' / 'val').iterdir()), start=1):
+            rgb = cv2.cvtColor(cv2.imread(str(file)), cv2.COLOR_BGR2RGB)
+            msg = rgb_msg(stamp)
+            msg.height, msg.width, msg.step = OH, OW, OW * 3
+            msg.data = array.array('B', rgb.tobytes())
+            msgs.append(msg)
+        publish_frames(probe, pub, msgs)
+        assert probe.spin_until(lambda: len(out.msgs['mask']) >= 2, timeout=20), node.output()
+        for mask in out.msgs['mask']:
+            assert (mask.height, mask.width, mask.encoding) == (OH, OW, 'mono8')
+            assert np.frombuffer(mask.data, np.uint8).max() < len(NAMES)
+    finally:
+        rc = node.stop()
+    assert rc == 0 and 'Traceback' not in node.output(), node.output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -21,16 +22,13 @@ class LabelSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def lookup(self) -> tuple[np.ndarray, np.ndarray]:
-        """A 256-entry table from raw label values to class ids (IGNORE for void), and a
-        mask of which raw values are legal at all."""
-        table = np.full(256, IGNORE, dtype=np.uint8)
-        valid = np.zeros(256, dtype=bool)
-        ids = np.arange(self.num_classes)
-        table[ids + self.id_offset] = ids
-        valid[ids + self.id_offset] = True
-        valid[list(self.ignore_ids)] = True
-        return table, valid
+    def lookup(self, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """A table from raw label values (``size``: 256 for 8-bit label files, 65536 for 16-bit
+        ones) to class ids (IGNORE for void), and a mask of which raw values are legal at all.
+        Built once per label set and size (it is applied to every label read); the caller
+        gets its own copy."""
+        table, valid = _lookup(self, size)
+        return table.copy(), valid.copy()
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'class_names': list(self.class_names),
@@ -38,11 +36,29 @@ class LabelSpec:
                 'id_offset': self.id_offset}
 
     @classmethod
-    def from_dict(cls, d: dict) -> 'LabelSpec':
+    def from_dict(cls, d: dict) -> LabelSpec:
         return cls(name=d['name'], class_names=tuple(d['class_names']),
-                   palette=tuple(tuple(c) for c in d['palette']),
+                   palette=tuple((int(c[0]), int(c[1]), int(c[2])) for c in d['palette']),
                    ignore_ids=tuple(d.get('ignore_ids', (IGNORE,))),
                    id_offset=int(d.get('id_offset', 0)))
+
+
+@cache
+def _lookup(spec: LabelSpec, size: int) -> tuple[np.ndarray, np.ndarray]:
+    table = np.full(size, IGNORE, dtype=np.uint8)
+    valid = np.zeros(size, dtype=bool)
+    ids = np.arange(spec.num_classes)
+    table[ids + spec.id_offset] = ids
+    valid[ids + spec.id_offset] = True
+    valid[[i for i in spec.ignore_ids if i < size]] = True
+    table.flags.writeable = valid.flags.writeable = False
+    return table, valid
+
+
+def default_palette(count: int, seed: int = 150) -> tuple[tuple[int, int, int], ...]:
+    """Distinct-enough colours for a label set that names none."""
+    rng = np.random.default_rng(seed)
+    return tuple((int(r), int(g), int(b)) for r, g, b in rng.integers(0, 256, (count, 3)))
 
 
 CAMVID = LabelSpec(
@@ -70,7 +86,5 @@ CITYSCAPES = LabelSpec(
 
 def ade20k_spec() -> LabelSpec:
     """ADE20K SceneParsing: 150 classes stored as 1..150, 0 = other (ignored)."""
-    rng = np.random.default_rng(150)
-    palette = tuple(tuple(int(v) for v in c) for c in rng.integers(0, 256, (150, 3)))
     return LabelSpec(name='ade20k150', class_names=tuple(f'class{i:03d}' for i in range(1, 151)),
-                     palette=palette, ignore_ids=(0,), id_offset=1)
+                     palette=default_palette(150), ignore_ids=(0,), id_offset=1)

@@ -57,12 +57,13 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> 'ModelConfig':
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         # 'extra' was an unused field that bundles written before carry (empty): ignored
         data = {k: v for k, v in data.items() if k != 'extra'}
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f'unknown model config keys: {sorted(unknown)}')
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items()}
         return cls(**kwargs)

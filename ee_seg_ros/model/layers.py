@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class ConvBNAct(nn.Module):
@@ -23,17 +23,11 @@ class ConvBNAct(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> None:
+        """Fold the BatchNorm into the convolution (inference only: running statistics)."""
         if not isinstance(self.bn, nn.BatchNorm2d):
             return
-        bn = self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size,
-                          self.conv.stride, self.conv.padding, bias=True)
-        fused.weight.copy_(self.conv.weight * scale[:, None, None, None])
-        fused.bias.copy_(bn.bias - bn.running_mean * scale)
-        self.conv = fused
+        self.conv = fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
         self.bn = nn.Identity()
-
 
 
 class ResidualConv(nn.Module):
@@ -45,7 +39,6 @@ class ResidualConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.conv(x))
-
 
 
 class Stem(nn.Module):
@@ -63,7 +56,6 @@ class Stem(nn.Module):
         f4 = self.s4(self.s2(x))
         f8 = self.s8(f4)
         return f4, f8, self.s16(f8)
-
 
 
 class Attention(nn.Module):
@@ -112,7 +104,6 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-
 class ExitHead(nn.Module):
     """Early exit: a per-token classifier (whose confidence drives the stop rules) refined to 1/8
     by a 1x1 projection of the stem's 1/8 feature, so a frame leaving here can skip the decoder.
@@ -132,7 +123,6 @@ class ExitHead(nn.Module):
         up = F.interpolate(token_logits_grid, size=f8.shape[-2:], mode='bilinear',
                            align_corners=False)
         return up + self.refine(f8)
-
 
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,10 @@ class MultiExitSegmenter(nn.Module):
         return F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
 
     # -- shared pieces -------------------------------------------------------------------------
+    def exit_head(self, n: int) -> ExitHead:
+        """Exit head ``n``, typed (ModuleList indexing is not)."""
+        return cast(ExitHead, self.exits[n])
+
     def stages(self) -> list[range]:
         """Block index ranges between consecutive exits; the last one ends at full depth."""
         bounds = [0, *self.cfg.exit_after, self.cfg.depth]
@@ -101,7 +106,7 @@ class MultiExitSegmenter(nn.Module):
         """Position grid resized to the token grid, (1, N, C); cached at inference."""
         if not self.training and grid in self._pos_cache:
             return self._pos_cache[grid]
-        pos = self.pos_embed
+        pos: torch.Tensor = self.pos_embed
         if tuple(pos.shape[-2:]) != grid:
             pos = F.interpolate(pos, size=grid, mode='bilinear', align_corners=False)
         pos = pos.flatten(2).transpose(1, 2)
@@ -115,12 +120,12 @@ class MultiExitSegmenter(nn.Module):
         grid = (g.shape[-2], g.shape[-1])
         return f4, f8, g.flatten(2).transpose(1, 2) + self.pos_for(grid), grid
 
-    def train(self, mode: bool = True) -> 'MultiExitSegmenter':
+    def train(self, mode: bool = True) -> MultiExitSegmenter:
         self._pos_cache.clear()
         return super().train(mode)
 
     @torch.no_grad()
-    def fuse(self) -> 'MultiExitSegmenter':
+    def fuse(self) -> MultiExitSegmenter:
         """Fold BatchNorm into convolutions for inference (same outputs, fewer passes)."""
         for m in self.modules():
             if isinstance(m, ConvBNAct):
@@ -138,29 +143,28 @@ class MultiExitSegmenter(nn.Module):
         f4, f8, tokens, grid = self.embed(x)
         b, n, _ = tokens.shape
         out = TrainOutput(final=torch.empty(0))
-        active = None
-        frozen = None
-        if pause_thresholds is not None:
-            active = torch.ones(b, n, dtype=torch.bool, device=x.device)
-            frozen = torch.zeros_like(tokens)
+        active = torch.ones(b, n, dtype=torch.bool, device=x.device)    # (B, N) not paused
+        frozen = torch.zeros_like(tokens)                                 # (B, N, C) at pause
+        key_mask = None if pause_thresholds is None else active
         for s, stage in enumerate(self.stages()):
             for i in stage:
-                tokens = self.blocks[i](tokens, active)
+                tokens = self.blocks[i](tokens, key_mask)
             if s == len(self.exits):
                 break
-            head = self.exits[s]
-            tl = head.token_logits(tokens)
+            head = self.exit_head(s)
+            tl = head.token_logits(tokens)                                # (B, N, K)
             out.exit_tokens.append(tl)
             tl_grid = tl.transpose(1, 2).reshape(b, -1, *grid)
             out.exits.append(head.dense_logits(tl_grid, f8))
-            if active is not None:
+            if pause_thresholds is not None:
                 conf = torch.softmax(tl.float(), -1).amax(-1)
                 stop = active & (conf > pause_thresholds[:, None])
                 # A row of all-paused keys would leave attention undefined: keep one visible.
                 stop &= (active & ~stop).any(dim=1, keepdim=True) | ~stop.all(dim=1, keepdim=True)
                 frozen = torch.where(stop[..., None], tokens, frozen)
                 active = active & ~stop
-        if active is not None:
+                key_mask = active
+        if pause_thresholds is not None:
             tokens = torch.where(active[..., None], tokens, frozen)
         out.final = self.decoder(tokens, grid, f8, f4)
         return out
@@ -212,11 +216,12 @@ class TorchStages:
         return x[0]
 
     def exit_tokens(self, stage: int, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.exits[stage].token_logits(tokens)
+        return self.model.exit_head(stage).token_logits(tokens)
 
     def exit_dense(self, stage: int, token_logits: torch.Tensor, grid: tuple[int, int],
                    f8: torch.Tensor) -> torch.Tensor:
-        return self.model.exits[stage].dense_logits(token_logits.t().reshape(1, -1, *grid), f8)
+        return self.model.exit_head(stage).dense_logits(token_logits.t().reshape(1, -1, *grid),
+                                                        f8)
 
     def decode(self, tokens: torch.Tensor, grid: tuple[int, int], f8: torch.Tensor,
                f4: torch.Tensor) -> torch.Tensor:

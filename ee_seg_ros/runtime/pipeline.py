@@ -36,8 +36,8 @@ class FrameCounts:
     deadline_hits: int = 0
     guard_stops: int = 0
 
-    def balanced(self, in_flight: int = 0) -> bool:
-        return self.received == self.processed + self.dropped + self.rejected + in_flight
+    def balanced(self) -> bool:
+        return self.received == self.processed + self.dropped + self.rejected
 
 
 @dataclass
@@ -76,14 +76,25 @@ class Pipeline:
         self.controller.update_settings(settings)
         self.segmenter.prepare_threads(settings.cpu_high_threads)
 
-    def warm_up(self, height: int = 360, width: int = 480) -> None:
+    def warm_up(self, height: int | None = None, width: int | None = None) -> None:
         """Run full depth and the cheapest point once on a blank frame, so that the first camera
         frame does not pay for lazy initialisation (a deadline miss that would also inflate the
         controller's slowdown estimate for the frames after it). Counts and controller state
-        are left untouched."""
-        blank = np.zeros((height, width, 3), np.uint8)
+        are left untouched. The size defaults to the one the bundle was calibrated at."""
+        h, w = self.calibrated_size()
+        blank = np.zeros((height or h, width or w, 3), np.uint8)
         for policy in dict.fromkeys(('full', self.controller.points[0].policy)):
             self.segmenter.segment(blank, policy, want_exit_map=False)
+
+    def calibrated_size(self) -> tuple[int, int]:
+        """(H, W) the bundle's profile was measured at; for an uncalibrated bundle, the size its
+        position grid was trained for."""
+        profile = self.segmenter.bundle.profile or {}
+        size = profile.get('input_size') or (profile.get('stage_costs') or {}).get('size')
+        if size:
+            return int(size[0]), int(size[1])
+        cfg = self.segmenter.cfg
+        return cfg.pos_grid[0] * cfg.patch, cfg.pos_grid[1] * cfg.patch
 
     # -- accounting for frames that never reach step() -------------------------------------
     def received(self, n: int = 1) -> None:
