@@ -136,7 +136,8 @@ def test_yuv422_layouts_decode_alike_and_odd_widths_are_refused():
     assert (rgb[..., 2] > rgb[..., 0] + 40).all()     # U high: blue well above red
     grey = to_rgb8(Msg(yuv422(y, np.full((4, 4), 128, np.uint8), v, 'uyvy'), 'uyvy'))
     assert (np.abs(grey[..., 0].astype(int) - grey[..., 2]) <= 1).all()
-    with pytest.raises(ImageDecodeError, match='yuv422 7x4 cannot be converted: 4:2:2 needs an even width'):
+    with pytest.raises(ImageDecodeError,
+                       match='yuv422 7x4 cannot be converted: 4:2:2 needs an even width'):
         to_rgb8(Msg(RNG.integers(0, 256, (4, 7, 2), dtype=np.uint8), 'yuv422'))
 
 

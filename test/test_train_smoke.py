@@ -79,8 +79,10 @@ def test_synthetic_scenes_make_up_their_share_of_each_batch(tmp_path):
 
 def test_no_synthetic_share_leaves_the_batches_unchanged(tmp_path):
     (images, labels), extra = _pools()
-    make = lambda name, **kw: Trainer(TrainConfig(out_dir=str(tmp_path / name), model=dict(TINY)),
-                                      SyntheticScenes.spec, images, labels, **kw)
+
+    def make(name, **kw):
+        return Trainer(TrainConfig(out_dir=str(tmp_path / name), model=dict(TINY)),
+                       SyntheticScenes.spec, images, labels, **kw)
     with_pool, without = make('a', extra=extra), make('b')
     for _ in range(5):
         xa, ya = with_pool.batch()

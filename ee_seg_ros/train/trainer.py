@@ -68,7 +68,8 @@ class Trainer:
         self.cfg = cfg
         self.spec = spec
         self.images, self.labels = list(train_images), list(train_labels)
-        self.extra_images, self.extra_labels = (list(extra[0]), list(extra[1])) if extra else ([], [])
+        self.extra_images, self.extra_labels = ((list(extra[0]), list(extra[1])) if extra
+                                                else ([], []))
         if not 0.0 <= cfg.synthetic_fraction < 1.0:
             raise ValueError(f'synthetic fraction must be in [0, 1), got {cfg.synthetic_fraction}')
         if cfg.synthetic_fraction > 0 and not self.extra_images:
