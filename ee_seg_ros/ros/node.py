@@ -24,7 +24,7 @@ from sensor_msgs.msg import BatteryState, CompressedImage, Image
 from std_msgs.msg import Float32
 
 from ..image_codec import ImageDecodeError, compressed_to_rgb8, to_rgb8
-from ..runtime import Frame, Pipeline, Segmenter, frame_values
+from ..runtime import Frame, FrameRecord, Pipeline, Segmenter
 from ..signals import (CHARGING_STATUSES, SignalError, SignalState, battery_fraction,
                        LocalCpuLoad, cpu_fraction, cpu_from_diagnostics)
 from ..visualize import colorize, overlay, palette_array
@@ -262,13 +262,13 @@ class SegmenterNode(Node):
             self.get_logger().error(f'inference failed on a frame (counted as rejected):\n'
                                     f'{self.pipeline.last_error}')
             return
-        self._window.append(result.deadline_met)
         t1 = time.perf_counter()
-        self._publish(msg.header, rgb, result, signals, (in_h, in_w), decode_ms)
+        self._publish(msg, rgb, result, signals, (in_h, in_w), decode_ms, t0)
         self._publish_ms = (time.perf_counter() - t1) * 1e3
 
-    def _publish(self, header, rgb: np.ndarray, result, signals, input_size,
-                 decode_ms: float) -> None:
+    def _publish(self, msg, rgb: np.ndarray, result, signals, input_size,
+                 decode_ms: float, t0: float) -> None:
+        header = msg.header
         seg = result.segmentation
         labels, conf, exits = seg.labels, seg.confidence, seg.exit_map
         if self.output_resolution == 'input' and labels.shape != input_size:
@@ -292,10 +292,18 @@ class SegmenterNode(Node):
             if want_overlay:
                 self.pub_overlay.publish(image_msg(header, overlay(rgb, colours, self.alpha),
                                                    'rgb8'))
+        total_ms = (time.perf_counter() - t0) * 1e3    # decode to masks published
+        met = self.pipeline.finish(result, total_ms)
+        self._window.append(met)
+        c = self.pipeline.counts
+        record = FrameRecord.of(result, signals, total_ms,
+                                self.pipeline.controller.settings.latency_budget_ms,
+                                header.stamp.sec * 1_000_000_000 + header.stamp.nanosec,
+                                index=c.processed - 1,
+                                decode_ms=decode_ms, camera_counts=c)
         stats = DiagnosticArray()
         stats.header = header
-        values = frame_values(result, signals, self.pipeline.counts)
-        values['decode_ms'] = f'{decode_ms:.3f}'
+        values = record.to_values()
         # publishing this very message is not included: the previous frame's figure is
         values['publish_ms_previous'] = f'{self._publish_ms:.3f}'
         stats.status = [status(f'{self.get_fully_qualified_name()}: frame',
