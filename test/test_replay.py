@@ -112,7 +112,7 @@ def test_bad_frames_and_labels_are_counted_not_fatal(world, tmp_path):
     for i in range(5):
         h = w.header(t0 + i, 'cam')
         if i == 1:
-            w.image(IMAGE_TOPIC, t0 + i, h, rgb, 'bayer_rggb8')
+            w.image(IMAGE_TOPIC, t0 + i, h, rgb, 'nv21')
         elif i == 2:
             w.compressed(IMAGE_TOPIC + '_c', t0 + i, h, b'garbage', 'jpeg')
             w.image(IMAGE_TOPIC, t0 + i, h, rgb, 'rgb8')
@@ -129,7 +129,7 @@ def test_bad_frames_and_labels_are_counted_not_fatal(world, tmp_path):
     assert replay({**world, 'bag': bag}, out, '--image-topic', IMAGE_TOPIC) == 0
     r = load(out)
     assert r['frames_received'] == 5 and r['frames_rejected'] == 1 and r['frames_accounted']
-    assert r['rejected_reasons'] == {"bad image: unsupported image encoding 'bayer_rggb8'": 1}
+    assert r['rejected_reasons'] == {"bad image: unsupported image encoding 'nv21'": 1}
     assert sum(r['label_rejections'].values()) == 2      # wrong size, ids out of range
     assert r['frames_without_label'] == 1                # stamp 4 has no label
     # corrupt JPEG frames on a CompressedImage topic are rejected, counted
