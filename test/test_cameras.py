@@ -143,6 +143,9 @@ def test_controller_lanes_plan_within_the_limit_and_keep_hysteresis_per_camera()
     assert ctrl.choose(Signals(), lane='a').point.policy == 'full'   # a keeps its place
     ctrl.observe(72.0)
     assert ctrl.lane_index('a') == 2 and ctrl.lane_index('b') == 1
+    # a frame that waited 50 of its 100 ms plans with what is left
+    assert ctrl.choose(Signals(), lane='d', waited_ms=50.0).point.policy == 'cbt:0.5,0.9'
+    ctrl.observe(38.0, elapsed_ms=88.0)
     # a miss is counted from the arrival: waiting included
     ctrl.choose(Signals(), lane='c')
     ctrl.observe(60.0, elapsed_ms=130.0)

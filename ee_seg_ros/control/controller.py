@@ -218,11 +218,11 @@ class Controller:
         return found.index if found is not None else self._lanes[None].index
 
     def choose(self, signals: Signals, limit_ms: float | None = None,
-               lane: str | None = None) -> Decision:
-        """The point for the next frame. ``limit_ms`` is the time this frame may take when
-        that is less than the deadline (what is left of it after waiting for the model, or the
-        share of the model the cameras' frame rates leave it); the deadline itself stays the
-        decision's budget, for the in-frame guard and for counting misses."""
+               lane: str | None = None, waited_ms: float = 0.0) -> Decision:
+        """The point for the next frame. The frame may take what is left of its deadline
+        after ``waited_ms`` spent waiting for the model, and at most ``limit_ms`` (the share of
+        the model the cameras' frame rates leave it); the deadline itself stays the decision's
+        budget, for the in-frame guard and for counting misses."""
         s = self.settings
         if lane not in self._lanes:
             self._lanes[lane] = _Lane(self._lanes[None].index)
@@ -238,7 +238,10 @@ class Controller:
         if s.mode == 'full':
             target = len(self.points) - 1
         else:
-            plan = budget if limit_ms is None else max(min(budget, limit_ms), 0.0)
+            plan = budget - max(waited_ms, 0.0)
+            if limit_ms is not None:
+                plan = min(plan, limit_ms)
+            plan = max(plan, 0.0)
             target = self._adaptive_target(plan, signals.stale or tightening)
         if target != self.index:
             self.index = target

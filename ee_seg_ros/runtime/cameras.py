@@ -103,6 +103,16 @@ class CameraScheduler:
             self._rates[camera].arrive(now)
             self._ready.notify()
 
+    def refuse(self, camera: str, reason: str) -> None:
+        """A frame that arrived but cannot even be held (it does not deserialise): received
+        and rejected at once."""
+        self._check(camera)
+        with self._lock:
+            c = self.counts[camera]
+            c.received += 1
+            c.rejected += 1
+            c.reasons[reason_key(reason)] += 1
+
     def take(self) -> Waiting | None:
         """The next frame for the model (removed from its slot), or None when none waits."""
         with self._lock:

@@ -115,11 +115,8 @@ class Pipeline:
         start = time.perf_counter()
         origin = start - waited_ms * 1e-3
         budget = self.controller.settings.latency_budget_ms
-        left = budget - waited_ms
-        plan = left if limit_ms is None else min(left, limit_ms)
-        decision = self.controller.choose(signals or Signals(),
-                                          limit_ms=plan if waited_ms > 0 or limit_ms is not None else None,
-                                          lane=lane)
+        decision = self.controller.choose(signals or Signals(), limit_ms=limit_ms, lane=lane,
+                                          waited_ms=waited_ms)
         policy = self.segmenter.resolve(decision.point.policy)
         guard = None
         if self.controller.settings.mode == 'adaptive':
