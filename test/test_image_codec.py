@@ -270,7 +270,7 @@ def big_png(w: int, h: int) -> bytes:
 
 
 def test_oversize_compressed_frames_are_refused_before_decoding(monkeypatch):
-    data = big_png(10000, 10000)                       # the case: about 0.1 MB
+    data = big_png(10000, 10000)                       # the case: 97 KB
     assert len(data) < 200_000
     decoded = []
     real = cv2.imdecode

@@ -29,6 +29,14 @@ def typestore():
     return get_typestore(Stores.ROS2_JAZZY)
 
 
+def one_line(err: BaseException) -> str:
+    """The first line of an error, so a refusal stays one line (rosbags' parse errors quote
+    whole schemas)."""
+    text = str(err).strip() or type(err).__name__
+    line = text.splitlines()[0].strip()
+    return line if len(line) <= 160 else line[:157] + '...'
+
+
 @dataclass(frozen=True)
 class BagMessage:
     topic: str
@@ -37,11 +45,70 @@ class BagMessage:
     msg: Any
 
 
+@dataclass(frozen=True)
+class ImageTopic:
+    """An image topic as replay sees it: what its first frame says it holds."""
+
+    topic: str
+    msgtype: str
+    encoding: str | None   # Image: its encoding; CompressedImage: its format; None: unread
+    kind: str              # 'colour', 'mono', 'depth', 'labels', 'other'
+
+    def describe(self) -> str:
+        return f'{self.topic} ({self.encoding or self.msgtype.rsplit("/", 1)[-1]})'
+
+
+def _definitions(conn) -> dict:
+    """The types a connection's embedded definition declares (rosbags parse trees)."""
+    from rosbags.interfaces import MessageDefinitionFormat
+    from rosbags.typesys import get_types_from_idl, get_types_from_msg
+    fmt, data = conn.msgdef.format, conn.msgdef.data
+    if fmt == MessageDefinitionFormat.MSG:
+        return get_types_from_msg(data, conn.msgtype)
+    if fmt == MessageDefinitionFormat.IDL:
+        sep = '=' * 80 + '\n'
+        if not data.startswith(sep + 'IDL: '):
+            return get_types_from_idl(data)
+        types: dict = {}
+        for part in data.split(sep)[1:]:           # 'IDL: pkg/msg/Name\n<idl text>'
+            types.update(get_types_from_idl(part.split('\n', 1)[1]))
+        return types
+    raise ValueError('the bag has no definition for it')
+
+
+def _unresolved(fielddefs: dict, msgtype: str) -> set[str]:
+    """Types that ``msgtype`` uses, directly or through its fields, and nobody defines."""
+    from rosbags.typesys.base import Nodetype
+    missing: set[str] = set()
+    seen: set[str] = set()
+    todo = [msgtype]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in fielddefs:
+            missing.add(name)
+            continue
+        for _, (node, arg) in fielddefs[name][1]:
+            if node in (Nodetype.ARRAY, Nodetype.SEQUENCE):
+                node, arg = arg[0]
+            if node == Nodetype.NAME:
+                todo.append(arg)
+    return missing
+
+
 class BagReader:
-    """A bag opened for replay: its topics, and its messages in time order."""
+    """A bag opened for replay: its topics, and its messages in time order.
+
+    Reads with rosbags' plain ``Reader`` and a Jazzy typestore of our own, registering the
+    bag's embedded definitions only for types the store lacks; a connection whose type cannot
+    be parsed (a service-event channel from ``ros2 bag record --all-services``, whose schema
+    is the raw ``.srv``; an unknown custom type without a usable definition) is left out, so
+    the camera in such a bag still replays. ``skipped`` names them with the reason."""
 
     def __init__(self, path: str | Path) -> None:
-        from rosbags.highlevel import AnyReader
+        from rosbags.rosbag2 import Reader
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f'{self.path} does not exist')
@@ -50,15 +117,55 @@ class BagReader:
                            '.mcap / .db3 file')
         if self.path.is_dir() and not (self.path / 'metadata.yaml').exists():
             raise BagError(f'{self.path} is not a bag: a rosbag2 folder has a metadata.yaml')
+        if self.path.is_dir() and not (self.path / 'metadata.yaml').read_text(
+                errors='replace').strip():
+            raise BagError(f'cannot read bag {self.path}: its metadata.yaml is empty')
         try:
-            self.reader = AnyReader([self.path], default_typestore=typestore())
+            self.reader = Reader(self.path)
             self.reader.open()
         except Exception as err:  # rosbags raises several error types for broken bags
-            raise BagError(f'cannot read bag {self.path}: {err}') from None
-        self.topics = {c.topic: c.msgtype for c in self.reader.connections}
-        if self.reader.message_count == 0:
+            raise BagError(f'cannot read bag {self.path}: {one_line(err)}') from None
+        self.ts = typestore()
+        self.skipped: dict[str, str] = {}          # topic -> why its type cannot be read
+        self._verdict: dict[str, str] = {}         # msgtype -> '' or why not
+        self.connections = [c for c in self.reader.connections if self._usable(c)]
+        self.topics = {c.topic: c.msgtype for c in self.connections}
+        if self.reader.message_count == 0 and not self._holds_messages():
             self.close()
             raise BagError(f'bag {self.path} holds no messages')
+
+    def _holds_messages(self) -> bool:
+        """Whether any message is stored, whatever the metadata counts (a recorder killed
+        before it rewrote metadata.yaml leaves 0 there)."""
+        try:
+            return next(iter(self.reader.messages()), None) is not None
+        except Exception:
+            return False
+
+    def _usable(self, conn) -> bool:
+        """Whether messages of this connection can be deserialised; registers its type."""
+        if conn.msgtype not in self._verdict:
+            self._verdict[conn.msgtype] = self._register(conn)
+        why = self._verdict[conn.msgtype]
+        if why:
+            self.skipped[conn.topic] = f'{conn.msgtype}: {why}'
+        return not why
+
+    def _register(self, conn) -> str:
+        """'' once the connection's type is known to the typestore, else the reason why not."""
+        if conn.msgtype in self.ts.fielddefs:
+            return ''
+        try:
+            types = _definitions(conn)
+            self.ts.register({k: v for k, v in types.items() if k not in self.ts.fielddefs})
+            if conn.msgtype not in self.ts.fielddefs:
+                return 'its definition does not declare it'
+        except Exception as err:  # parse errors of several kinds: the type is left out
+            return one_line(err)
+        missing = _unresolved(self.ts.fielddefs, conn.msgtype)
+        if missing:
+            return f'it uses {", ".join(sorted(missing))}, which the bag does not define'
+        return ''
 
     def close(self) -> None:
         self.reader.close()
@@ -74,7 +181,9 @@ class BagReader:
 
     def require(self, topic: str, types: tuple[str, ...], what: str) -> str:
         if topic not in self.topics:
-            raise BagError(f'{what} topic {topic!r} is not in {self.path}; its topics: '
+            why = (f' (left out, its type cannot be read: {self.skipped[topic]})'
+                   if topic in self.skipped else '')
+            raise BagError(f'{what} topic {topic!r} is not in {self.path}{why}; its topics: '
                            f'{self.describe()}')
         if self.topics[topic] not in types:
             raise BagError(f'{what} topic {topic!r} has type {self.topics[topic]}, expected '
@@ -90,19 +199,89 @@ class BagReader:
                     return t
         return found[0] if found else None
 
+    # -- the camera ----------------------------------------------------------------------------
+    def image_topics(self) -> list[ImageTopic]:
+        """Every Image / CompressedImage topic, classified by its name and its first frame."""
+        out = []
+        for topic, msgtype in sorted(self.topics.items()):
+            if msgtype not in (IMAGE, COMPRESSED):
+                continue
+            first = self._first(topic)
+            if msgtype == IMAGE:
+                encoding = getattr(first, 'encoding', None)
+            else:
+                encoding = getattr(first, 'format', None)
+            out.append(ImageTopic(topic, msgtype, encoding, _kind(topic, msgtype, encoding)))
+        return out
+
+    def _first(self, topic: str) -> Any:
+        conns = [c for c in self.connections if c.topic == topic]
+        try:
+            for conn, _, raw in self.reader.messages(connections=conns):
+                return self.ts.deserialize_cdr(raw, conn.msgtype)
+        except Exception:  # unreadable first frame: classified by name alone
+            return None
+        return None
+
+    def camera_topic(self) -> ImageTopic:
+        """The topic replay should segment when none is given: a colour camera before a mono
+        one, raw Image before CompressedImage, never depth or labels. A bag whose only images
+        are depth images is refused, saying so."""
+        topics = self.image_topics()
+        if not topics:
+            raise BagError(f'no Image or CompressedImage topic in {self.path}; its topics: '
+                           f'{self.describe()}')
+        rank = {'colour': 0, 'mono': 1, 'other': 2}
+        usable = [t for t in topics if t.kind in rank]
+        if not usable:
+            depth = [t.describe() for t in topics if t.kind == 'depth']
+            if depth and len(depth) == len(topics):
+                raise BagError(f'bag {self.path} holds only depth images ('
+                               f'{", ".join(depth)}); replay segments a colour or mono camera')
+            raise BagError(f'bag {self.path} has no camera image topic, only '
+                           f'{", ".join(t.describe() for t in topics)}; name one with '
+                           '--image-topic')
+        words = ('color', 'colour', 'rgb', 'image', 'camera')
+
+        def key(t: ImageTopic):
+            named = next((i for i, w in enumerate(words) if w in t.topic.lower()), len(words))
+            return rank[t.kind], t.msgtype != IMAGE, named, t.topic
+        return min(usable, key=key)
+
     def messages(self, topics: list[str]) -> Iterator[BagMessage]:
         """Messages of ``topics`` in time order. A message that does not deserialise is
         yielded with ``msg=None`` so the caller can count it."""
-        conns = [c for c in self.reader.connections if c.topic in topics]
+        conns = [c for c in self.connections if c.topic in topics]
         try:
             for conn, t, raw in self.reader.messages(connections=conns):
                 try:
-                    msg = self.reader.deserialize(raw, conn.msgtype)
+                    msg = self.ts.deserialize_cdr(raw, conn.msgtype)
                 except Exception:  # corrupt payload: counted by the caller
                     msg = None
                 yield BagMessage(conn.topic, conn.msgtype, t, msg)
         except Exception as err:  # a truncated file fails while reading
-            raise BagError(f'bag {self.path} is truncated or corrupt: {err}') from None
+            raise BagError(f'bag {self.path} is truncated or corrupt: {one_line(err)}') from None
+
+
+def _kind(topic: str, msgtype: str, encoding: str | None) -> str:
+    """'depth', 'labels', 'colour', 'mono' or 'other' for an image topic."""
+    from ..image_codec import COLOUR, DEPTH, MONO
+    name = topic.lower()
+    enc = (encoding or '').lower()
+    if 'depth' in name or (msgtype == IMAGE and encoding in DEPTH) or 'compresseddepth' in enc \
+            or enc.split(';')[0].strip() in {e.lower() for e in DEPTH}:
+        return 'depth'
+    if 'label' in name:
+        return 'labels'
+    if encoding is None:
+        return 'other'
+    if msgtype == COMPRESSED:   # format 'jpeg', 'png' or 'rgb8; jpeg compressed bgr8'
+        return 'mono' if enc.split(';')[0].strip() in ('mono8', 'mono16') else 'colour'
+    if encoding in COLOUR:
+        return 'colour'
+    if encoding in MONO:
+        return 'mono'
+    return 'other'
 
 
 def stamp_ns(msg: Any) -> int:

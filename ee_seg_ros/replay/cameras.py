@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from .bagio import COMPRESSED, IMAGE, BagError, BagReader
+from .bagio import BagReader
 
 IMAGE_WORDS = ('image_raw', 'image_rect_color', 'image_rect', 'image_color', 'image')
 
@@ -45,34 +45,14 @@ def camera_names(topics: list[str]) -> list[str]:
 def colour_camera_topics(bag: BagReader) -> list[str]:
     """Every colour camera topic of the bag (mono when it has no colour one); refused with a
     message saying so when the only images are depth images or labels."""
-    if hasattr(bag, 'image_topics'):
-        found = bag.image_topics()
-        kinds = {t.topic: t.kind for t in found}
-    else:  # classification by name only
-        kinds = {t: _kind_by_name(t) for t, m in bag.topics.items() if m in (IMAGE, COMPRESSED)}
+    kinds = {t.topic: t.kind for t in bag.image_topics()}   # by name and first frame
     colour = sorted(t for t, k in kinds.items() if k == 'colour')
     chosen = colour or sorted(t for t, k in kinds.items() if k == 'mono')
     if not chosen:
-        if hasattr(bag, 'camera_topic'):
-            bag.camera_topic()        # raises the inputs module's explanation
-        depth = sorted(t for t, k in kinds.items() if k == 'depth')
-        if depth and len(depth) == len(kinds):
-            raise BagError(f'bag {bag.path} holds only depth images ({", ".join(depth)}); '
-                           'replay segments colour cameras')
-        raise BagError(f'no camera Image or CompressedImage topic in {bag.path}; its topics: '
-                       f'{bag.describe()}')
+        return [bag.camera_topic().topic]   # refuses depth-only bags, saying so
     raw = set(chosen)
     return [t for t in chosen if not (t.endswith('/compressed')
                                       and t[: -len('/compressed')] in raw)]
-
-
-def _kind_by_name(topic: str) -> str:
-    name = topic.lower()
-    if 'depth' in name:
-        return 'depth'
-    if 'label' in name:
-        return 'labels'
-    return 'colour'
 
 
 def label_topic_for(image: str, label_topics: list[str], single: bool) -> str | None:

@@ -252,6 +252,9 @@ class Replayer:
         self.by_image = {c.image: c.name for c in self.cameras}
         self.by_labels = {c.labels: c.name for c in self.cameras if c.labels}
         self.single = len(self.cameras) == 1
+        if bag.skipped:
+            self.log(f'left out {len(bag.skipped)} topic(s) whose types cannot be read: '
+                     + '; '.join(f'{t} ({why})' for t, why in sorted(bag.skipped.items())))
         self.log('replay topics: ' + '; '.join(
             f'{c.name}: image {c.image}' + (f', labels {c.labels}' if c.labels else '')
             for c in self.cameras) + ''.join(f', {k} {v}' for k, v in
