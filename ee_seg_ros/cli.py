@@ -4,12 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(','))
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the usage block is for ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+def _number(kind, low: float | None = None, strict: bool = True, what: str = 'a number'):
+    """An argparse type: ``kind`` (int or float), finite, above ``low`` (or at least it)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}') from None
+        if not math.isfinite(value) or (low is not None and
+                                         (value <= low if strict else value < low)):
+            raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}')
+        return value
+    return parse
+
+
+_POSITIVE_INT = _number(int, 0, what='a whole number of at least 1')
+_COUNT = _number(int, 0, strict=False, what='a whole number of at least 0')
+_POSITIVE = _number(float, 0, what='a positive number')
+
+
+def _float_list(n: int, what: str):
+    """An argparse type: ``n`` comma-separated finite numbers."""
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(','))
+        except ValueError:
+            values = ()
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}')
+        return values
+    return parse
 
 
 def load_split(dataset: str, root: str, split: str):
@@ -36,10 +73,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = None
     if args.val_split:
         val = load_split(args.dataset, args.root, args.val_split).load_all()
-    cfg = TrainConfig(out_dir=args.out, minutes=_floats(args.minutes), batch=args.batch,
+    if min(args.minutes) < 0:
+        raise ValueError(f'--minutes {args.minutes}: a stage cannot take negative minutes')
+    lo, hi = args.pause_range
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f'--pause-range {lo},{hi}: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1')
+    cfg = TrainConfig(out_dir=args.out, minutes=args.minutes, batch=args.batch,
                       threads=args.threads, device=args.device, seed=args.seed,
-                      pause_range=_floats(args.pause_range),
-                      **({'lr': _floats(args.lr)} if args.lr else {}),
+                      pause_range=args.pause_range,
+                      **({'lr': args.lr} if args.lr else {}),
                       **({'model': json.loads(Path(args.init_from, 'config.json').read_text())}
                          if args.init_from else {}))
     trainer = Trainer(cfg, train.spec, images, labels, val)
@@ -184,6 +226,17 @@ def _replay_options(args: argparse.Namespace):
                          compare_full=args.compare == 'full', output_storage=args.storage)
 
 
+def _no_work(command: str, report: dict) -> int:
+    """Exit status of a run that has printed its summary: 1, with the reason on stderr, when
+    it processed no frame (zero work is not success)."""
+    from .replay.api import no_work_reason
+    reason = no_work_reason(report)
+    if reason is None:
+        return 0
+    print(f'ee-seg {command}: error: {reason}', file=sys.stderr)
+    return 1
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replay.api import print_summary, replay_bag, replay_many
     opts = _replay_options(args)
@@ -192,6 +245,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         report = replay_bag(args.bags[0], out, opts, args.model, args.backend, args.threads,
                             args.overwrite)
         print_summary(report, out)
+        return _no_work('replay', report)
     else:
         reports = replay_many(args.bags, out, opts, args.model, args.backend, args.threads,
                               args.jobs, args.overwrite)
@@ -216,7 +270,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                              args.budget_ms, args.overwrite)
     print(summary_table(report))
     print(f'report: {Path(args.out) / "report.md"}')
-    return 0
+    return _no_work('score', report)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -225,13 +279,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from .data.synthetic import write_camvid_layout
+    from .outdir import check_out
     from .replay.api import print_summary, replay_bag
     from .replay.make_bag import bag_from_images
     from .replay.run import ReplayOptions
     out = Path(args.out)
+    bag = out.parent / f'{out.name}_input_bag'
+    # both folders are replaced on every run, but only when an earlier demo made them
+    check_out(out, (args.model, bag), overwrite=True)
+    check_out(bag, (args.model,), overwrite=True)
     with tempfile.TemporaryDirectory() as tmp:
         write_camvid_layout(Path(tmp), 'drive', args.frames, seed=args.seed)
-        bag = out.parent / f'{out.name}_input_bag'
         duration = args.frames / args.rate
         bag_from_images(Path(tmp) / 'drive', bag, Path(tmp) / 'driveannot', args.rate,
                         battery_trace='drain:0.6,0.08',
@@ -242,7 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = replay_bag(bag, out, opts, args.model, args.backend, args.threads,
                         overwrite=True)
     print_summary(report, out)
-    return 0
+    return _no_work('demo', report)
 
 
 def _add_runtime_args(p: argparse.ArgumentParser, model_required: bool = False) -> None:
@@ -252,12 +310,12 @@ def _add_runtime_args(p: argparse.ArgumentParser, model_required: bool = False) 
     p.add_argument('--precision', default='fp32', choices=('fp32', 'int8'),
                    help='int8: the dynamically quantised ONNX graphs (onnxruntime backend)')
     p.add_argument('--device', default='cpu')
-    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--threads', type=_POSITIVE_INT, default=2)
     p.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='ee-seg', description=__doc__)
+    parser = _Parser(prog='ee-seg', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
 
     p = sub.add_parser('train', help='train the multi-exit network (three stages)')
@@ -266,16 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', default='train')
     p.add_argument('--val-split', default='val', help="validation split ('' for none)")
     p.add_argument('--out', required=True, help='run folder (checkpoints, log, bundle)')
-    p.add_argument('--minutes', default='70,8,10',
+    p.add_argument('--minutes', default=(70.0, 8.0, 10.0),
+                   type=_float_list(3, 'three comma-separated minutes, e.g. 70,8,10'),
                    help='wall-clock minutes of stage 1 (backbone), 2 (exits), 3 (pausing)')
-    p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--batch', type=_POSITIVE_INT, default=8)
+    p.add_argument('--threads', type=_POSITIVE_INT, default=2)
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--resume', action='store_true', help='continue from the run folder')
     p.add_argument('--init-from', help='start from the weights of this bundle (fine-tuning)')
-    p.add_argument('--lr', help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
-    p.add_argument('--pause-range', default='0.9,1.0',
+    p.add_argument('--lr', type=_float_list(3, 'three comma-separated learning rates'),
+                   help='peak learning rates of the three stages, e.g. 2e-3,1e-3,3e-4')
+    p.add_argument('--pause-range', default=(0.9, 1.0),
+                   type=_float_list(2, 'LOW,HIGH, e.g. 0.9,1.0'),
                    help='stage 3: range of the per-image confidence thresholds that pause tokens '
                         '(the confident end keeps what depth adds; see README)')
     p.add_argument('--reset-decoder', action='store_true',
@@ -288,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--policy', default='full',
                    help='full, exit:N, global:T, cbt:ALPHA,BETA, entropy:H or adaptive')
     p.add_argument('--json', help='write the results here')
-    p.add_argument('--limit', type=int, help='only the first N frames')
-    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--limit', type=_POSITIVE_INT, help='only the first N frames')
+    p.add_argument('--warmup', type=_COUNT, default=2)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -298,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', required=True)
     p.add_argument('--json', help='write the report here (default OUT/bench.json)')
     p.add_argument('--out', default='bench-out', help='folder for plots and JSON')
-    p.add_argument('--limit', type=int)
+    p.add_argument('--limit', type=_POSITIVE_INT)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_bench)
 
@@ -307,16 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--root', required=True)
     p.add_argument('--train-split', default='train', help='split for CBT statistics')
     p.add_argument('--split', default='val', help='calibration split for the profile')
-    p.add_argument('--limit', type=int)
+    p.add_argument('--limit', type=_POSITIVE_INT)
     p.add_argument('--device', default='cpu')
-    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--threads', type=_POSITIVE_INT, default=2)
     p.add_argument('--quiet', action='store_true')
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser('export-onnx', help='export the network as ONNX stage graphs')
     p.add_argument('--model', required=True, help='bundle folder (graphs are added to it)')
     p.add_argument('--precision', default='fp32', choices=('fp32', 'int8'))
-    p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--opset', type=_POSITIVE_INT, default=17)
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser('replay', help='replay bags through the node pipeline and report')
@@ -337,14 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--labels-dir', help='label PNGs matched by order, or by <stamp_ns>.png')
     p.add_argument('--battery-topic')
     p.add_argument('--cpu-topic', help='std_msgs/Float32 or diagnostic_msgs/DiagnosticArray')
-    p.add_argument('--budget-ms', type=float, default=100.0)
+    p.add_argument('--budget-ms', type=_POSITIVE, default=100.0)
     p.add_argument('--policy', default='adaptive',
                    help='adaptive (the controller), full, or a fixed policy such as cbt:0.5,0.99')
     p.add_argument('--timing', choices=('every-frame', 'realtime'), default='every-frame')
     p.add_argument('--compare', choices=('none', 'full'), default='none')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
                    help='output bag: sqlite3 (version 8, Humble) or mcap (version 9)')
-    p.add_argument('--jobs', type=int, default=1, help='bags replayed in parallel')
+    p.add_argument('--jobs', type=_POSITIVE_INT, default=1, help='bags replayed in parallel')
     _add_runtime_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -352,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('images')
     p.add_argument('--out', required=True)
     p.add_argument('--labels', help='folder of label PNGs with the frames\' names')
-    p.add_argument('--rate', type=float, default=10.0)
+    p.add_argument('--rate', type=_POSITIVE, default=10.0)
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
     p.add_argument('--compressed', action='store_true', help='JPEG CompressedImage frames')
     p.add_argument('--battery-trace', help='const:V, drain:START,END or spike:T0,T1,LEVEL')
@@ -365,28 +426,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--labels', help='bag with a labels topic, or folder of <stamp_ns>.png')
     p.add_argument('--out', required=True)
     p.add_argument('--model', default=None)
-    p.add_argument('--budget-ms', type=float)
+    p.add_argument('--budget-ms', type=_POSITIVE)
     p.add_argument('--overwrite', action='store_true')
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser('demo', help='replay a synthetic drive with the bundled model')
     p.add_argument('--out', default='demo-out')
-    p.add_argument('--frames', type=int, default=60)
-    p.add_argument('--rate', type=float, default=5.0)
+    p.add_argument('--frames', type=_POSITIVE_INT, default=60)
+    p.add_argument('--rate', type=_POSITIVE, default=5.0)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--budget-ms', type=float, default=60.0)
+    p.add_argument('--budget-ms', type=_POSITIVE, default=60.0)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    text = ' '.join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 400 else text[:397] + '...'
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input ends in one line on stderr and exit status 2, never a
+    traceback; a failure we did not foresee says so in one line and exits 1
+    (``EE_SEG_DEBUG=1`` shows its traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as err:
-        print(f'ee-seg {args.command}: error: {err}', file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f'ee-seg {args.command}: interrupted', file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:   # our refusals are ValueErrors; files are OSErrors
+        print(f'ee-seg {args.command}: error: {_one_line(err)}', file=sys.stderr)
         return 2
+    except Exception as err:
+        if os.environ.get('EE_SEG_DEBUG'):
+            raise
+        print(f'ee-seg {args.command}: error: unexpected {type(err).__name__}: '
+              f'{_one_line(err)} (EE_SEG_DEBUG=1 shows where)', file=sys.stderr)
+        return 1
 
 
 if __name__ == '__main__':

@@ -48,7 +48,8 @@ class OutputError(ValueError):
 
 
 def _resolved(path: str | Path) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(str(path)))).resolve()
+    # no expanduser: a '~' that reaches us unexpanded names a folder '~', as it does for mkdir
+    return Path(os.path.abspath(str(path))).resolve()
 
 
 def _within(inner: Path, outer: Path) -> bool:
@@ -84,8 +85,11 @@ def check_out(out: str | Path, inputs: Iterable[str | Path | None] = (),
     if out.is_symlink():
         raise OutputError(f'--out {name} is a symbolic link; give the folder itself')
     target = _resolved(out)
-    protected = [(Path('/'), 'the root folder'), (_resolved(os.getcwd()), 'the working directory'),
-                 (_resolved(Path.home()), 'the home directory')]
+    protected = [(Path('/'), 'the root folder'), (_resolved(os.getcwd()), 'the working directory')]
+    try:
+        protected.append((_resolved(Path.home()), 'the home directory'))
+    except (RuntimeError, KeyError):     # no home directory known: nothing to protect there
+        pass
     for place, what in protected:
         if target == place:
             raise OutputError(f'--out {name} is {what}; give a new folder for the output')

@@ -9,6 +9,7 @@ from ee_seg_ros.bundle import save_bundle
 from ee_seg_ros.cli import main as ee_seg
 from ee_seg_ros.data.labels import CAMVID
 from ee_seg_ros.data.synthetic import write_camvid_layout
+from ee_seg_ros.outdir import OutputError
 from ee_seg_ros.replay.bagio import IMAGE, BagError, BagReader, BagWriter
 from ee_seg_ros.replay.make_bag import IMAGE_TOPIC, bag_from_images
 
@@ -132,9 +133,10 @@ def test_bad_frames_and_labels_are_counted_not_fatal(world, tmp_path):
     assert r['rejected_reasons'] == {"bad image: unsupported image encoding 'nv21'": 1}
     assert sum(r['label_rejections'].values()) == 2      # wrong size, ids out of range
     assert r['frames_without_label'] == 1                # stamp 4 has no label
-    # corrupt JPEG frames on a CompressedImage topic are rejected, counted
+    # corrupt JPEG frames on a CompressedImage topic are rejected, counted; with no frame
+    # left the run fails (exit 1), and its report says why
     out = tmp_path / 'bad_jpeg'
-    assert replay({**world, 'bag': bag}, out, '--image-topic', IMAGE_TOPIC + '_c') == 0
+    assert replay({**world, 'bag': bag}, out, '--image-topic', IMAGE_TOPIC + '_c') == 1
     assert load(out)['frames_rejected'] == 1
 
 
@@ -188,5 +190,5 @@ def test_bag_from_images_refuses_bad_arguments(world, tmp_path):
         bag_from_images(world['root'] / 'data' / 'val', tmp_path / 'b', battery_trace='up')
     with pytest.raises(BagError, match='not a folder'):
         bag_from_images(tmp_path / 'none', tmp_path / 'b')
-    with pytest.raises(BagError, match='exists'):
+    with pytest.raises(OutputError, match='exists'):
         bag_from_images(world['root'] / 'data' / 'val', world['bag'])

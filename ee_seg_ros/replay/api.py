@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -11,36 +10,51 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outdir import check_out, is_ours, make_output_dir, remove_ours, staged_output
 from ..runtime import FrameCounts, FrameRecord, Segmenter
 from .bagio import DIAGNOSTICS, IMAGE, BagError, BagReader, stamp_ns
 from .report import build_report, camera_table, summary_table, write_plots, write_report
 from .run import ReplayOptions, ReplayState, Replayer, merge_states
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise BagError(f'output folder {out} exists; choose another or pass --overwrite')
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+def no_work_reason(report: dict) -> str | None:
+    """Why a run processed no frame, in one line; ``None`` when it processed some.
+
+    A replay or score that did no work is a failure, not an empty success: the command line
+    prints this and exits non-zero."""
+    if report.get('frames_processed', 0) > 0:
+        return None
+    image = (report.get('topics') or {}).get('image')
+    received = report.get('frames_received', 0)
+    if received == 0:
+        where = f'image topic {image!r}' if image else 'the recording'
+        what = 'messages' if image else '~/mask messages'
+        return f'no frame processed: {where} in {report["bag"]} holds no {what}'
+    reasons = report.get('rejected_reasons') or {}
+    if reasons:
+        return (f'no frame processed: all {received} frames were rejected: ' +
+                '; '.join(f'{k} ({v})' for k, v in reasons.items()))
+    return f'no frame processed out of {received} received'
 
 
 def replay_bag(bag: str | Path, out: str | Path, opts: ReplayOptions, model: str | None = None,
                backend: str = 'torch', threads: int = 2, overwrite: bool = False,
                log=print) -> dict:
+    """Replay one bag into the folder ``out`` (written beside it, renamed into place at the end:
+    see ``ee_seg_ros.outdir``)."""
     out = Path(out)
+    inputs = (bag, opts.labels_dir, model)
+    check_out(out, inputs, overwrite)        # refused before the model or the bag is loaded
     segmenter = Segmenter(model, threads=threads, backend=backend)
-    with BagReader(bag) as reader:
-        # a bad bag, model, topic or labels folder is refused before anything is written
-        replayer = Replayer(reader, out / 'output_bag', segmenter, opts, log)
-        prepare_out(out, overwrite)
+    with BagReader(bag) as reader, staged_output(out, inputs, overwrite, 'replay') as tmp:
+        replayer = Replayer(reader, tmp / 'output_bag', segmenter, opts, log)
         replayer.run()
         state, counts, cameras = replayer.results()
-    report = build_report(state, counts, opts, segmenter.bundle, str(bag),
-                          str(out / 'output_bag'), cameras)
-    report['backend'] = backend
-    files = write_plots(report, state, segmenter.bundle, out)
-    write_report(report, files, out)
+        report = build_report(state, counts, opts, segmenter.bundle, str(bag),
+                              str(out / 'output_bag'), cameras)
+        report['backend'] = backend
+        files = write_plots(report, state, segmenter.bundle, tmp)
+        write_report(report, files, tmp)
     return report
 
 
@@ -53,7 +67,10 @@ def replay_many(bags: list[str], out: str | Path, opts: ReplayOptions, model=Non
                 backend='torch', threads=2, jobs=1, overwrite=False, log=print) -> list[dict]:
     """Several bags, each into its own sub-folder, ``jobs`` at a time in separate processes."""
     out = Path(out)
-    prepare_out(out, overwrite)
+    check_out(out, [*bags, opts.labels_dir, model], overwrite)
+    if out.exists():
+        remove_ours(out) if is_ours(out) else out.rmdir()     # ours, or empty (check_out)
+    make_output_dir(out, 'replay')
     names = [Path(b).stem or Path(b).name for b in bags]
     if len(set(names)) != len(names):
         names = [f'{i:02d}_{n}' for i, n in enumerate(names)]
@@ -117,7 +134,7 @@ def score_recording(recorded: str | Path, out: str | Path, labels: str | None = 
     from .cameras import label_topic_for
     from .run import LabelSource
     out = Path(out)
-    prepare_out(out, overwrite)
+    check_out(out, (recorded, labels, model), overwrite)
     bundle = load_bundle(model)
     table, valid = bundle.labels.lookup()
     valid[255] = True
@@ -206,8 +223,9 @@ def score_recording(recorded: str | Path, out: str | Path, labels: str | None = 
     opts = ReplayOptions(budget_ms=budget, policy='recorded from the node', timing='live')
     report = build_report(state, total, opts, bundle, str(recorded), str(recorded), per_camera)
     report['frames_accounted'] = total.balanced()
-    files = write_plots(report, state, bundle, out)
-    write_report(report, files, out)
+    with staged_output(out, (recorded, labels, model), overwrite, 'score') as tmp:
+        files = write_plots(report, state, bundle, tmp)
+        write_report(report, files, tmp)
     return report
 
 

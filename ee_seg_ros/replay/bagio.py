@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .bagcheck import holds_messages, metadata_problem
+
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 BATTERY = 'sensor_msgs/msg/BatteryState'
@@ -117,9 +119,9 @@ class BagReader:
                            '.mcap / .db3 file')
         if self.path.is_dir() and not (self.path / 'metadata.yaml').exists():
             raise BagError(f'{self.path} is not a bag: a rosbag2 folder has a metadata.yaml')
-        if self.path.is_dir() and not (self.path / 'metadata.yaml').read_text(
-                errors='replace').strip():
-            raise BagError(f'cannot read bag {self.path}: its metadata.yaml is empty')
+        problem = metadata_problem(self.path) if self.path.is_dir() else None
+        if problem:
+            raise BagError(problem)
         try:
             self.reader = Reader(self.path)
             self.reader.open()
@@ -130,17 +132,9 @@ class BagReader:
         self._verdict: dict[str, str] = {}         # msgtype -> '' or why not
         self.connections = [c for c in self.reader.connections if self._usable(c)]
         self.topics = {c.topic: c.msgtype for c in self.connections}
-        if self.reader.message_count == 0 and not self._holds_messages():
+        if self.reader.message_count == 0 and not holds_messages(self.reader):
             self.close()
             raise BagError(f'bag {self.path} holds no messages')
-
-    def _holds_messages(self) -> bool:
-        """Whether any message is stored, whatever the metadata counts (a recorder killed
-        before it rewrote metadata.yaml leaves 0 there)."""
-        try:
-            return next(iter(self.reader.messages()), None) is not None
-        except Exception:
-            return False
 
     def _usable(self, conn) -> bool:
         """Whether messages of this connection can be deserialised; registers its type."""

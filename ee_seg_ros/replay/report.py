@@ -221,6 +221,12 @@ def summary_table(report: dict) -> str:
             if key == 'deadline_hit_rate':
                 value = f'{value * 100:.1f}% (budget {report["budget_ms"]} ms)'
         lines.append(f'| {title} | {value} |')
+    # why frames or labels were refused, on the terminal too, not only in report.md
+    for title, key in (('rejected frames', 'rejected_reasons'),
+                       ('labels refused', 'label_rejections')):
+        if report.get(key):
+            reasons = '; '.join(f'{k} ({v})' for k, v in report[key].items())
+            lines.append(f'| {title} | {reasons.replace("|", "/")} |')
     return '\n'.join(lines)
 
 
@@ -231,13 +237,8 @@ def write_report(report: dict, files: dict[str, str], out: Path) -> None:
           f'`{report["timing"]}`; topics: ' +
           ', '.join(f'{k} `{v}`' for k, v in report['topics'].items() if v) + '.', '',
           summary_table(report), '']
-    if report['rejected_reasons']:
-        md += ['Rejected frames: ' + ', '.join(f'{k} ({v})' for k, v in
-                                               report['rejected_reasons'].items()), '']
-    if report['label_rejections'] or report['frames_without_label']:
-        md += [f'Frames without a label: {report["frames_without_label"]}; labels refused: '
-               + (', '.join(f'{k} ({v})' for k, v in report['label_rejections'].items())
-                  or 'none'), '']
+    if report['frames_without_label']:
+        md += [f'Frames without a label: {report["frames_without_label"]}.', '']
     if report['per_class_iou']:
         md += ['| class | IoU (%) |', '|---|---|'] + [
             f'| {k} | {v} |' for k, v in report['per_class_iou'].items()] + ['']
