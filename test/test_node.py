@@ -553,3 +553,78 @@ def test_mode_fixed_works_before_or_after_the_point(node_here):
     # an invalid point is still refused with its reason
     result = _set(node, policy__point='cbt:nonsense')[0]
     assert not result.successful and result.reason
+
+
+def _request(**values) -> SetParameters.Request:
+    req = SetParameters.Request()
+    for name, value in values.items():
+        v = ParameterValue()
+        if isinstance(value, bool):
+            v.type, v.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, int):
+            v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+        elif isinstance(value, float):
+            v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+        elif isinstance(value, list):
+            v.type, v.integer_array_value = ParameterType.PARAMETER_INTEGER_ARRAY, value
+        else:
+            v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+        req.parameters.append(Parameter(name=name.replace('__', '.'), value=v))
+    return req
+
+
+def test_a_storm_of_parameter_changes_while_frames_flow(probe, segmenter_node):
+    """set_parameters calls arrive on the executor while the inference thread runs frames:
+    every frame comes out whole (mask, confidence and overlay of one size, statistics with a
+    budget that was set), nothing crashes, and the last values set are the ones in force."""
+    node = segmenter_node('seg_storm', latency_budget_ms=1000.0, input__reliable=True)
+    out = Listener(probe, 'seg_storm')
+    pub = probe.create_publisher(Image, '/seg_storm/image', 10)
+    client = probe.create_client(SetParameters, '/seg_storm/ee_segmenter/set_parameters')
+    assert client.wait_for_service(timeout_sec=10)
+    publish_frames(probe, pub, [rgb_msg(1)])
+    budgets = [1000.0, 900, 800.5, 700, 650.0]       # integers among them, as ros2 param sends
+    palette = np.random.default_rng(0).integers(0, 256, 3 * 11).tolist()
+    futures = []
+    for i in range(60):
+        pub.publish(rgb_msg(100 + i))
+        futures.append(client.call_async(_request(
+            latency_budget_ms=budgets[i % len(budgets)],
+            policy__mode=('adaptive', 'full', 'fixed')[i % 3],
+            overlay__alpha=(0.2, 1, 0.7)[i % 3],
+            palette=([0], palette)[i % 2],
+            output__resolution=('input', 'network')[i % 2])))
+        if i % 7 == 0:
+            futures.append(client.call_async(_request(policy__point='cbt:0.5,0.99')))
+        probe.spin_until(lambda: False, timeout=0.03)
+    last = dict(latency_budget_ms=777, policy__mode='full', overlay__alpha=0.25,
+                output__resolution='input', palette=[0])
+    futures.append(client.call_async(_request(**last)))
+    assert probe.spin_until(lambda: all(f.done() for f in futures), timeout=60)
+    refused = [r.reason for f in futures for r in f.result().results if not r.successful]
+    assert not refused
+    assert node.proc.poll() is None, node.output()
+
+    assert get_param(probe, 'seg_storm', 'latency_budget_ms') == 777.0
+    assert get_param(probe, 'seg_storm', 'policy.mode') == 'full'
+    assert get_param(probe, 'seg_storm', 'overlay.alpha') == 0.25
+    publish_frames(probe, pub, [rgb_msg(s) for s in range(500, 503)], gap=0.3)
+    assert probe.spin_until(lambda: out.msgs['exit_stats'] and int(
+        out.msgs['exit_stats'][-1].header.stamp.sec) == 502, timeout=30)
+    stats = out.last_stats()
+    assert float(stats['budget_ms']) == 777.0 and stats['operating_point'] == 'full'
+
+    allowed = {f'{float(b):.2f}' for b in budgets + [777]}
+    by_stamp = {}
+    for topic in ('mask', 'confidence', 'overlay'):
+        for m in out.msgs[topic]:
+            by_stamp.setdefault(m.header.stamp.sec, {})[topic] = (m.height, m.width)
+    assert probe.spin_until(lambda: len(out.msgs['mask']) >= len(out.msgs['exit_stats']),
+                            timeout=10)
+    for msg in out.msgs['exit_stats']:
+        values = {kv.key: kv.value for kv in msg.status[0].values}
+        assert values['budget_ms'] in allowed, values
+        sizes = by_stamp.get(msg.header.stamp.sec, {})
+        assert set(sizes) == {'mask', 'confidence', 'overlay'}, (msg.header.stamp.sec, sizes)
+        assert len(set(sizes.values())) == 1, sizes
+    assert len(out.msgs['exit_stats']) >= 5
