@@ -628,3 +628,25 @@ def test_a_storm_of_parameter_changes_while_frames_flow(probe, segmenter_node):
         assert set(sizes) == {'mask', 'confidence', 'overlay'}, (msg.header.stamp.sec, sizes)
         assert len(set(sizes.values())) == 1, sizes
     assert len(out.msgs['exit_stats']) >= 5
+
+
+def test_on_the_command_line_the_later_value_wins(tmp_path, bundle):
+    """As the README says: `--params-file F -p latency_budget_ms:=80` starts at 80.0 (an
+    integer, stored as a double); `-p` before the file is overridden by it."""
+    params = tmp_path / 'p.yaml'
+    params.write_text(f'/**:\n  ros__parameters:\n    model.path: "{bundle}"\n'
+                      '    model.threads: 1\n    latency_budget_ms: 75.0\n')
+    for args, budget in ((['--params-file', str(params), '-p', 'latency_budget_ms:=80'], 80.0),
+                         (['-p', 'latency_budget_ms:=80.0', '--params-file', str(params)], 75.0)):
+        log = open(tmp_path / 'order.log', 'w+')
+        proc = subprocess.Popen([sys.executable, '-m', 'ee_seg_ros.ros.main', '--ros-args',
+                                 *args, '-r', '__ns:=/order'], stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        node = NodeProcess.__new__(NodeProcess)
+        node.name, node.log, node.proc = 'order', log, proc
+        try:
+            node.wait_ready()
+            assert f'budget {budget} ms' in node.output()
+        finally:
+            assert node.stop() == 0, node.output()

@@ -91,6 +91,7 @@ class SegmenterNode(Node):
         self._point_in_use = ctrl.points[ctrl.index].policy   # updated after each frame
         self._pending: Pending[LiveSettings] = Pending()
         self._param_lock = threading.Lock()
+        self._accepted = values        # the last accepted values (rclpy stores them later)
         self._lock = threading.Lock()
         self._frame_ready = threading.Condition(self._lock)
         self._slot = None
@@ -174,7 +175,7 @@ class SegmenterNode(Node):
     def _before_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
         """Iron and later, before rclpy checks types: an integer for a double is stored as the
         double, and mode fixed with no point takes the point in use (visible as policy.point)."""
-        changes = complete_changes({p.name: p.value for p in params}, self._values(),
+        changes = complete_changes({p.name: p.value for p in params}, self._accepted,
                                    self._point_in_use)
         return [Parameter(name, value=value) for name, value in changes.items()]
 
@@ -182,7 +183,7 @@ class SegmenterNode(Node):
         """Validate at once, all or nothing; the inference thread applies what is accepted
         before its next frame."""
         with self._param_lock:
-            values = self._values()
+            values = dict(self._accepted)
             # on Humble (no pre-set hook) mode fixed with no point is completed here, for the
             # controller only; on Iron and later this changes nothing
             changes = complete_changes({p.name: p.value for p in params}, values,
@@ -194,9 +195,9 @@ class SegmenterNode(Node):
             values.update(changes)
             try:
                 settings = live_settings(values)
-                settings.controller.validate()
             except ValueError as err:
                 return SetParametersResult(successful=False, reason=str(err))
+            self._accepted = values
             self._pending.offer(settings)
         return SetParametersResult(successful=True)
 
