@@ -18,6 +18,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_system_default)
 from sensor_msgs.msg import BatteryState, CompressedImage, Image
@@ -29,7 +30,9 @@ from ..signals import (CHARGING_STATUSES, SignalError, SignalState, battery_frac
                        LocalCpuLoad, cpu_fraction, cpu_from_diagnostics)
 from ..visualize import colorize, overlay, palette_array
 from .messages import image_msg, status
-from .parameters import PARAMS, check, controller_settings
+from .parameters import (PARAMS, LiveSettings, as_double, check, complete_changes,
+                         live_settings)
+from .pending import Pending
 
 try:  # vision_msgs is optional: LabelInfo is published where it exists
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -40,11 +43,13 @@ OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
 
 
 def _descriptor(spec) -> ParameterDescriptor:
+    # statically typed: with dynamic typing an integer set on a double turns the parameter
+    # into an integer for `ros2 param get/describe` (and rclpy stamps the descriptor with the
+    # type of a refused value too); integers for doubles are converted before rclpy checks
     d = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
     if spec.choices:
         d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
     if spec.number:
-        d.dynamic_typing = True  # `ros2 param set ... 30` (an integer) must work too
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
                                                      to_value=float(spec.high))]
     elif spec.low is not None:
@@ -55,8 +60,17 @@ def _descriptor(spec) -> ParameterDescriptor:
 class SegmenterNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('ee_segmenter', **kwargs)
+        # the command line's and the params file's values: rclpy keeps them here (Humble to
+        # Jazzy); `latency_budget_ms: 80` there must start the node as 80.0, not fail
+        overrides = getattr(self, '_parameter_overrides', {})
         for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            given = overrides.get(spec.name)
+            value = as_double(spec.name, given.value) if given is not None else None
+            if isinstance(value, float) and given.type_ == Parameter.Type.INTEGER:
+                self.declare_parameter(spec.name, value, _descriptor(spec),
+                                       ignore_override=True)
+            else:
+                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         values = self._values()
         for name, value in values.items():
             problem = check(name, value)
@@ -65,12 +79,19 @@ class SegmenterNode(Node):
         segmenter = Segmenter(values['model.path'] or None, device=values['model.device'],
                               threads=values['model.threads'],
                               backend=values['model.backend'])
-        self.pipeline = Pipeline(segmenter, controller_settings(values))
+        settings = live_settings(values)
+        self.pipeline = Pipeline(segmenter, settings.controller)
         self.pipeline.warm_up()
         self.labels = segmenter.bundle.labels
         self.num_classes = self.labels.num_classes
-        self.signals = SignalState(values['signals.stale_after_s'])
-        self._apply(values)
+        self.signals = SignalState(settings.stale_after_s)
+        self.input_width = int(values['model.input_width'])
+        self._use(settings)
+        ctrl = self.pipeline.controller
+        self._point_in_use = ctrl.points[ctrl.index].policy   # updated after each frame
+        self._pending: Pending[LiveSettings] = Pending()
+        self._param_lock = threading.Lock()
+        self._accepted = values        # the last accepted values (rclpy stores them later)
         self._lock = threading.Lock()
         self._frame_ready = threading.Condition(self._lock)
         self._slot = None
@@ -120,6 +141,8 @@ class SegmenterNode(Node):
             self.pub_labels = self.create_publisher(LabelInfo, '~/label_info', latched)
             self._publish_label_info()
         self.create_timer(1.0, self._publish_summary, callback_group=telemetry)
+        if hasattr(self, 'add_pre_set_parameters_callback'):   # Iron and later
+            self.add_pre_set_parameters_callback(self._before_set_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f'ee_segmenter ready: bundle {segmenter.bundle.path}, '
@@ -130,31 +153,52 @@ class SegmenterNode(Node):
     def _values(self) -> dict[str, Any]:
         return {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
 
-    def _apply(self, values: dict[str, Any]) -> None:
-        palette = list(values['palette'])
+    def _use(self, settings: LiveSettings) -> None:
+        """Switch to new live settings. Inference thread only, between frames."""
+        self.pipeline.update_settings(settings.controller)
+        palette = list(settings.palette)
         self.lut = palette_array(self.labels.palette if palette == [0] else
                                  np.reshape(palette, (-1, 3)), self.num_classes)
-        self.alpha = float(values['overlay.alpha'])
-        self.enabled = bool(values['enabled'])
-        self.battery_scale = values['battery.percentage_scale']
-        self.signals.stale_after_s = float(values['signals.stale_after_s'])
-        self.output_resolution = values['output.resolution']
-        self.input_width = int(values['model.input_width'])
+        self.alpha = settings.overlay_alpha
+        self.enabled = settings.enabled
+        self.battery_scale = settings.battery_scale
+        self.signals.stale_after_s = settings.stale_after_s
+        self.output_resolution = settings.output_resolution
+
+    def apply_pending(self) -> None:
+        """Apply the newest accepted parameter change, if any (see pending.py). Called by the
+        inference loop before each frame and while it waits for one."""
+        settings = self._pending.take()
+        if settings is not None:
+            self._use(settings)
+
+    def _before_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
+        """Iron and later, before rclpy checks types: an integer for a double is stored as the
+        double, and mode fixed with no point takes the point in use (visible as policy.point)."""
+        changes = complete_changes({p.name: p.value for p in params}, self._accepted,
+                                   self._point_in_use)
+        return [Parameter(name, value=value) for name, value in changes.items()]
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Validate every change first; apply all or nothing (Humble has no post-set hook)."""
-        values = self._values()
-        for p in params:
-            problem = check(p.name, p.value, self.num_classes)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-            values[p.name] = p.value
-        try:
-            settings = controller_settings(values)
-        except ValueError as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        self.pipeline.update_settings(settings)
-        self._apply(values)
+        """Validate at once, all or nothing; the inference thread applies what is accepted
+        before its next frame."""
+        with self._param_lock:
+            values = dict(self._accepted)
+            # on Humble (no pre-set hook) mode fixed with no point is completed here, for the
+            # controller only; on Iron and later this changes nothing
+            changes = complete_changes({p.name: p.value for p in params}, values,
+                                       self._point_in_use)
+            for name, value in changes.items():
+                problem = check(name, value, self.num_classes)
+                if problem:
+                    return SetParametersResult(successful=False, reason=problem)
+            values.update(changes)
+            try:
+                settings = live_settings(values)
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            self._accepted = values
+            self._pending.offer(settings)
         return SetParametersResult(successful=True)
 
     # -- inputs --------------------------------------------------------------------------------
@@ -187,6 +231,7 @@ class SegmenterNode(Node):
         replay, and once a second thread had run the network even the first one slowed.
         """
         while running():
+            self.apply_pending()
             with self._frame_ready:
                 if self._slot is None:
                     self._frame_ready.wait(poll_s)
@@ -262,6 +307,7 @@ class SegmenterNode(Node):
             self.get_logger().error(f'inference failed on a frame (counted as rejected):\n'
                                     f'{self.pipeline.last_error}')
             return
+        self._point_in_use = result.decision.point.policy
         t1 = time.perf_counter()
         self._publish(msg, rgb, result, signals, (in_h, in_w), decode_ms, t0)
         self._publish_ms = (time.perf_counter() - t1) * 1e3

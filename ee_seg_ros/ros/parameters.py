@@ -1,4 +1,5 @@
-"""The node's parameters as data: defaults, descriptions, ranges, and validation.
+"""The node's parameters as data: defaults, descriptions, ranges, validation, and the settings
+record a change turns into.
 
 Kept free of rclpy so the rules ``ros2 param set`` is held to are testable without ROS; the
 node turns each entry into a ParameterDescriptor.
@@ -25,7 +26,7 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
-    number: bool = False      # accepts an integer as well as a double
+    number: bool = False      # a double that accepts an integer (stored as a double)
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -138,3 +139,49 @@ def controller_settings(values: dict[str, Any]) -> ControllerSettings:
     )
     settings.validate()
     return settings
+
+
+def as_double(name: str, value: Any) -> Any:
+    """An integer given for a number parameter, as the double it stands for (``ros2 param set
+    N latency_budget_ms 80`` sends an integer); anything else unchanged."""
+    spec = SPECS.get(name)
+    if spec is not None and spec.number and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def complete_changes(changes: dict[str, Any], current: dict[str, Any],
+                     point_in_use: str) -> dict[str, Any]:
+    """The changes with what a user means filled in: integers for doubles become doubles, and
+    ``policy.mode: fixed`` with no point named (neither in the change nor set before) takes
+    the point in use, so ``mode fixed`` then ``point X`` works as well as the other order."""
+    done = {name: as_double(name, value) for name, value in changes.items()}
+    if done.get('policy.mode') == 'fixed' and not done.get(
+            'policy.point', current.get('policy.point')):
+        done['policy.point'] = point_in_use
+    return done
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Everything a live parameter can change, applied as one between frames."""
+
+    controller: ControllerSettings
+    palette: tuple[int, ...]      # (0,): the bundle's palette
+    overlay_alpha: float
+    enabled: bool
+    battery_scale: str
+    stale_after_s: float
+    output_resolution: str
+
+
+def live_settings(values: dict[str, Any]) -> LiveSettings:
+    """The live settings from parameter values (raises ValueError when inconsistent)."""
+    return LiveSettings(controller=controller_settings(values),
+                        palette=tuple(int(v) for v in values['palette']),
+                        overlay_alpha=float(values['overlay.alpha']),
+                        enabled=bool(values['enabled']),
+                        battery_scale=values['battery.percentage_scale'],
+                        stale_after_s=float(values['signals.stale_after_s']),
+                        output_resolution=values['output.resolution'])
