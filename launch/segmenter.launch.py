@@ -1,6 +1,8 @@
 """Start the ee_segmenter node: ros2 launch ee_seg_ros segmenter.launch.py [arg:=value ...].
 
-`latency_budget_ms` and `use_sim_time` override the params file only when given. A params
+`latency_budget_ms`, `use_sim_time` and `cameras` (``cameras:="['front','rear']"``) override the
+params file only when given; with cameras, remap each ``N/image`` as usual (``image_topic``
+is for the one-camera node). A params
 file that does not exist, a bad argument, or a node that exits with an error (a bad parameter
 or a bundle that does not load) ends the launch with a non-zero exit code.
 """
@@ -37,7 +39,7 @@ def _start(context):
         output='screen',
         emulate_tty=True,
         parameters=node_parameters(arg('params_file'), arg('latency_budget_ms'),
-                                   arg('use_sim_time')),
+                                   arg('use_sim_time'), arg('cameras')),
         remappings=[
             ('image', image_topic),
             ('image/compressed', [image_topic, '/compressed']),
@@ -60,6 +62,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('latency_budget_ms', default_value='',
                               description='Per-frame latency budget in milliseconds; when '
                                           'given, overrides params_file.'),
+        DeclareLaunchArgument('cameras', default_value='',
+                              description="Camera names, e.g. \"['front','rear']\": topics "
+                                          'N/image in, ~/N/mask ... out; when given, '
+                                          'overrides params_file (default: one camera on '
+                                          'image_topic).'),
         DeclareLaunchArgument('use_sim_time', default_value='',
                               description='Use /clock (bag replay with --clock); when given, '
                                           'overrides params_file.'),

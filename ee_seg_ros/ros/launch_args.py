@@ -15,8 +15,25 @@ class LaunchArgumentError(RuntimeError):
     """A launch argument that cannot start the node (launch then exits non-zero)."""
 
 
+def camera_names(text: str) -> list[str]:
+    """``cameras:="['front','rear']"`` (a YAML list, as ``-p`` takes it; ``front,rear`` too)
+    as a list of names."""
+    import yaml
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(',') if v.strip()]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, str) and v for v in value):
+        raise LaunchArgumentError(f"cameras:={text!r} is not a list of camera names, e.g. "
+                                  "cameras:=\"['front','rear']\"")
+    return value
+
+
 def node_parameters(params_file: str, latency_budget_ms: str = '',
-                    use_sim_time: str = '') -> list[Any]:
+                    use_sim_time: str = '', cameras: str = '') -> list[Any]:
     """The node's ``parameters``: the file, then only the launch arguments that were given
     (later entries win in launch_ros)."""
     if not os.path.isfile(params_file):
@@ -33,6 +50,8 @@ def node_parameters(params_file: str, latency_budget_ms: str = '',
         if flag not in ('true', 'false'):
             raise LaunchArgumentError(f'use_sim_time:={use_sim_time!r} must be true or false')
         overrides['use_sim_time'] = flag == 'true'
+    if cameras.strip():
+        overrides['cameras'] = camera_names(cameras)
     return [params_file] + ([overrides] if overrides else [])
 
 
