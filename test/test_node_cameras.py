@@ -22,7 +22,7 @@ CAMERAS = ('front', 'rear', 'left')
 class CameraListener:
     """What the node publishes for each camera, and its /diagnostics."""
 
-    def __init__(self, probe, ns, cameras=CAMERAS):
+    def __init__(self, probe, ns, cameras=CAMERAS):  # noqa: F811
         self.masks = {c: [] for c in cameras}
         self.stats = {c: [] for c in cameras}
         self.diagnostics = []
