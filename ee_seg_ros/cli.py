@@ -265,10 +265,12 @@ def cmd_bag_from_images(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .replay.api import score_recording
-    from .replay.report import summary_table
+    from .replay.report import camera_table, summary_table
     report = score_recording(args.recorded, args.out, args.labels, args.model,
                              args.budget_ms, args.overwrite)
     print(summary_table(report))
+    if camera_table(report):
+        print(camera_table(report))
     print(f'report: {Path(args.out) / "report.md"}')
     return _no_work('score', report)
 

@@ -33,8 +33,8 @@ def build_report(state, counts: FrameCounts, opts, bundle, bag: str, out_bag: st
     series = state.series
     lat = np.array([r.latency_ms for r in series])
     total = np.array([r.total_ms for r in series])
-    points = [r.operating_point for r in series]
-    exits = np.bincount([r.exit_taken for r in series], minlength=num_exits + 1) \
+    points = [r.point for r in series]
+    exits = np.bincount([r.exit for r in series], minlength=num_exits + 1) \
         if series else np.zeros(num_exits + 1, int)
     profile = bundle.profile or {}
     full_lat = (float(np.mean(state.full_latency_ms)) if state.full_latency_ms
@@ -66,7 +66,7 @@ def build_report(state, counts: FrameCounts, opts, bundle, bag: str, out_bag: st
         if state.full_latency_ms else 'the bundle profile\'s full-depth latency',
         'exit_histogram': {**{f'exit{i}': int(v) for i, v in enumerate(exits[:-1])},
                            'final': int(exits[-1])},
-        'stopped_fraction_mean': round(float(np.mean([r.stopped_fraction for r in series])), 4)
+        'stopped_fraction_mean': round(float(np.mean([r.stopped for r in series])), 4)
         if series else None,
         'operating_point_switches': sum(a != b for a, b in zip(points, points[1:])),
         'operating_points_used': {p: points.count(p) for p in dict.fromkeys(points)},
@@ -132,7 +132,7 @@ def write_plots(report: dict, state, bundle, out: Path) -> dict[str, str]:
         fig, axes = plt.subplots(3, 1, figsize=(8, 5), sharex=True)
         for cam in dict.fromkeys(r['camera'] for r in series):
             mine = [i for i, r in enumerate(series) if r['camera'] == cam]
-            axes[0].plot(t[mine], [order.get(series[i]['operating_point'], -1) for i in mine],
+            axes[0].plot(t[mine], [order.get(series[i]['point'], -1) for i in mine],
                          drawstyle='steps-post', label=cam or None)
         if len({r['camera'] for r in series}) > 1:
             axes[0].legend(fontsize=7)

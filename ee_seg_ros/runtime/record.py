@@ -40,9 +40,10 @@ class FrameRecord:
     stamp_ns: int                # the input header stamp
     frame_id: str
     time_s: float                # arrival, on the run's clock (ROS time; bag time in replay)
-    operating_point: str
-    exit_taken: int
-    stopped_fraction: float      # after the last exit reached
+    # named as in replay's report series since before this record (fleet merges read them)
+    point: str                   # the operating point
+    exit: int                    # the exit taken (number of exits = final decoder)
+    stopped: float               # stopped fraction after the last exit reached
     gmacs: float                 # executed multiply-adds / 1e9
     latency_ms: float            # inference
     wait_ms: float               # arrival to the start of inference (the model was busy)
@@ -68,9 +69,9 @@ class FrameRecord:
         cam = Counts.of(camera_counts) if camera_counts is not None else Counts()
         return cls(
             camera=camera, index=index, stamp_ns=int(stamp_ns),
-            frame_id=frame.frame_id, time_s=time_s, operating_point=d.point.policy,
-            exit_taken=int(seg.exit_taken),
-            stopped_fraction=float(seg.stopped_fraction[-1]) if seg.stopped_fraction else 0.0,
+            frame_id=frame.frame_id, time_s=time_s, point=d.point.policy,
+            exit=int(seg.exit_taken),
+            stopped=float(seg.stopped_fraction[-1]) if seg.stopped_fraction else 0.0,
             gmacs=float(seg.gmacs), latency_ms=float(seg.latency_ms),
             wait_ms=float(result.waited_ms), total_ms=float(total_ms),
             budget_ms=float(d.budget_ms), deadline_met=total_ms <= deadline_ms,
@@ -86,12 +87,12 @@ class FrameRecord:
         c, t = self.camera_counts, self.total_counts
         return {
             'camera': self.camera, 'frame_index': str(self.index),
-            'exit_taken': str(self.exit_taken),
-            'stopped_fraction': f'{self.stopped_fraction:.4f}', 'gmacs': f'{self.gmacs:.4f}',
+            'exit_taken': str(self.exit),
+            'stopped_fraction': f'{self.stopped:.4f}', 'gmacs': f'{self.gmacs:.4f}',
             'latency_ms': f'{self.latency_ms:.2f}', 'wait_ms': f'{self.wait_ms:.2f}',
             'total_ms': f'{self.total_ms:.2f}', 'budget_ms': f'{self.budget_ms:.2f}',
             'deadline_met': _flag(self.deadline_met), 'guard_stop': _flag(self.guard_stop),
-            'operating_point': self.operating_point,
+            'operating_point': self.point,
             'battery': 'unknown' if self.battery is None else f'{self.battery:.3f}',
             'battery_tier': self.battery_tier,
             'cpu_load': 'unknown' if self.cpu_load is None else f'{self.cpu_load:.3f}',
@@ -129,8 +130,8 @@ class FrameRecord:
         return cls(
             camera=values.get('camera', ''), index=int(num('frame_index', 0)),
             stamp_ns=stamp_ns, frame_id=frame_id, time_s=time_s,
-            operating_point=values.get('operating_point', ''),
-            exit_taken=int(num('exit_taken')), stopped_fraction=num('stopped_fraction', 0.0),
+            point=values.get('operating_point', ''),
+            exit=int(num('exit_taken')), stopped=num('stopped_fraction', 0.0),
             gmacs=num('gmacs', 0.0), latency_ms=latency, wait_ms=num('wait_ms', 0.0),
             total_ms=num('total_ms', latency), budget_ms=num('budget_ms'),
             deadline_met=_read_flag(values, 'deadline_met'),
