@@ -204,7 +204,10 @@ class SegmenterNode(Node):
         inference loop before each frame and while it waits for one."""
         settings = self._pending.take()
         if settings is not None:
-            self._use(settings)
+            try:
+                self._use(settings)
+            except Exception as err:   # validated already; a backend failing must not stop us
+                self.get_logger().error(f'could not apply a parameter change: {err}')
 
     def _before_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
         """Iron and later, before rclpy checks types: an integer for a double is stored as the
