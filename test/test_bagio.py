@@ -115,6 +115,7 @@ OPENNI = {'/camera/depth/image_raw': '16UC1', '/camera/depth_registered/image_ra
     (OPENNI, None, '/camera/rgb/image_raw'),
     # depth by encoding alone, on names that do not say so; mono only when there is no colour
     ({'/a/image': '16UC1', '/b/image': '32FC1', '/c/image': 'mono8'}, None, '/c/image'),
+    ({'/c/image': 'mono8'}, {'/sensor/packed': '16UC1; compressedDepth png'}, '/c/image'),
     ({'/camera/image_mono': 'mono8', '/camera/image_color': 'bgr8'}, None,
      '/camera/image_color'),
     # compressed colour before raw mono, raw colour before compressed colour
