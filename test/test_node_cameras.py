@@ -193,3 +193,35 @@ def test_the_multi_camera_config_is_valid():
         assert name in names and check(name, value) is None, name
     cameras, priorities = camera_setup(values)
     assert cameras == ['front', 'rear', 'left'] and priorities['front'] == 2
+
+
+def test_a_bundle_above_256_classes_is_warned_about_at_start_up(tmp_path, monkeypatch):
+    """Nav2's layer reads 8-bit ids: the node says so when the bundle has more classes."""
+    import torch
+    from rclpy.impl.rcutils_logger import RcutilsLogger
+    from rclpy.parameter import Parameter as P
+
+    from conftest import TINY
+    from ee_seg_ros.bundle import save_bundle
+    from ee_seg_ros.data.labels import LabelSpec
+    from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
+    from ee_seg_ros.ros.node import SegmenterNode
+    spec = LabelSpec('many', tuple(f'c{i}' for i in range(300)),
+                     tuple((i % 256, i // 256, 0) for i in range(300)), ignore_ids=())
+    torch.manual_seed(0)
+    model = MultiExitSegmenter(ModelConfig(**TINY, num_classes=300)).eval()
+    path = save_bundle(tmp_path / 'many', model, spec)
+    warnings = []
+    real = RcutilsLogger.warning
+    monkeypatch.setattr(RcutilsLogger, 'warning',
+                        lambda self, msg, **kw: warnings.append(msg) or real(self, msg, **kw))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = SegmenterNode(context=context, parameter_overrides=[
+            P('model.path', value=str(path)), P('model.threads', value=1)])
+        assert node.num_classes == 300
+        assert any('300 classes' in w and 'at most 256' in w for w in warnings), warnings
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -151,3 +151,14 @@ def test_camera_names_come_from_the_topics():
         'robot_left_color', 'robot_right_color']
     assert camera_names(['/a/cam/image', '/b/cam/image']) == ['a_cam', 'b_cam']
     assert camera_names(['/front/image_raw/compressed']) == ['front']
+
+
+def test_input_width_resizes_as_the_node_does_and_scores_at_camera_size(world, tmp_path):
+    out = tmp_path / 'w'
+    assert replay(world, world['bag'], out, '--policy', 'full', '--input-width', '50',
+                  '--image-topic', '/rear/image_raw') == 0
+    r = load(out)
+    assert r['frames_processed'] == 4 and r['frames_scored'] == 4 and r['miou'] is not None
+    with BagReader(out / 'output_bag') as b:
+        masks = [m.msg for m in b.messages(['/ee_segmenter/mask'])]
+    assert {(m.height, m.width) for m in masks} == {SIZE}     # back at the camera's size
