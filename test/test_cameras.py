@@ -206,3 +206,28 @@ def test_waiting_counts_against_the_deadline(shared):
     assert not result.deadline_met and not record.deadline_met
     assert record.wait_ms == pytest.approx(6000.0)
     assert shared.scheduler.counts['rear'].deadline_hits == 0 and shared.scheduler.balanced()
+
+
+@pytest.mark.parametrize('gap_s, expected', [(0.5, 'full'), (0.002, 'exit:0')])
+def test_the_cameras_frame_rates_move_the_point_before_drops_start(tmp_path, tiny_model,
+                                                                    gap_s, expected):
+    """Three cameras at 2 Hz leave every frame the deadline; at 500 Hz each the network's
+    second holds 0.67 ms per frame, so the first frame already runs at the cheapest point
+    (the deadline alone would have allowed full depth)."""
+    bundle = save_bundle(tmp_path / 'b', tiny_model, CAMVID)
+    pipe = Pipeline(Segmenter(str(bundle)), ControllerSettings(latency_budget_ms=100.0))
+    pipe.controller = Controller([OperatingPoint('exit:0', 10.0, 55.0),
+                                  OperatingPoint('full', 40.0, 62.0)],
+                                 ControllerSettings(latency_budget_ms=100.0))
+    shared = SharedPipeline(pipe, ['a', 'b', 'c'])
+    t = 0.0
+    for _ in range(4):
+        for cam in ('a', 'b', 'c'):
+            shared.offer(cam, None, t)
+            t += gap_s / 3
+    w = shared.scheduler.take()
+    # 2 Hz each: the deadline; 500 Hz each: 0.67 ms, raised to the cheapest point's 10 ms
+    # (it cannot go cheaper: frames will be dropped, and the point is the cheapest)
+    assert shared.allowance(w.camera, w.arrival) == (100.0 if expected == 'full' else 10.0)
+    result = shared.run(w, Frame(random_rgb(60, 80)), Signals(), now=w.arrival)
+    assert result.decision.point.policy == expected
