@@ -268,8 +268,19 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def _replay_options(args: argparse.Namespace):
     from .replay.run import ReplayOptions
-    return ReplayOptions(image_topic=args.image_topic, labels_topic=args.labels_topic,
-                         labels_dir=args.labels_dir, battery_topic=args.battery_topic,
+    priorities = {}
+    for item in args.priority or ():
+        name, sep, value = item.partition('=')
+        try:
+            priorities[name] = int(value)
+        except ValueError:
+            raise ValueError(f'--priority {item!r}: expected CAMERA=INTEGER') from None
+        if not sep or not name:
+            raise ValueError(f'--priority {item!r}: expected CAMERA=INTEGER')
+    return ReplayOptions(image_topics=tuple(args.image_topic or ()),
+                         labels_topics=tuple(args.labels_topic or ()),
+                         labels_dir=args.labels_dir, priorities=priorities,
+                         input_width=args.input_width, battery_topic=args.battery_topic,
                          cpu_topic=args.cpu_topic, budget_ms=args.budget_ms,
                          policy=args.policy, timing=args.timing,
                          compare_full=args.compare == 'full', output_storage=args.storage)
@@ -320,10 +331,12 @@ def cmd_bag_from_images(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .replay.api import score_recording
-    from .replay.report import summary_table
+    from .replay.report import camera_table, summary_table
     report = score_recording(args.recorded, args.out, args.labels, args.model,
                              args.budget_ms, args.overwrite)
     print(summary_table(report))
+    if camera_table(report):
+        print(camera_table(report))
     print(f'report: {Path(args.out) / "report.md"}')
     return _no_work('score', report)
 
@@ -499,8 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
                    'searched for bags (then OUT holds a fleet report and one folder per bag)')
     p.add_argument('--out', required=True, help='report folder (refused if it exists)')
     p.add_argument('--overwrite', action='store_true')
-    p.add_argument('--image-topic')
-    p.add_argument('--labels-topic', help='mono8 labels, matched to frames by header stamp')
+    p.add_argument('--image-topic', action='append',
+                   help='camera topic; repeat for several cameras (default: every colour '
+                   'camera topic in the bag)')
+    p.add_argument('--labels-topic', action='append',
+                   help='mono8 labels, matched to frames by header stamp; one per '
+                   '--image-topic, in the same order (default: the labels topic in each '
+                   'camera\'s namespace)')
+    p.add_argument('--priority', action='append', metavar='CAMERA=N',
+                   help='a camera\'s priority for the shared model (default 0; higher first)')
+    p.add_argument('--input-width', type=int, default=0,
+                   help='resize frames to this width first, as the node\'s model.input_width')
     p.add_argument('--labels-dir', help='label PNGs matched by order, or by <stamp_ns>.png')
     p.add_argument('--battery-topic')
     p.add_argument('--cpu-topic', help='std_msgs/Float32 or diagnostic_msgs/DiagnosticArray')

@@ -144,3 +144,42 @@ class SignalState:
         charging = self.charging and not b_stale
         return Signals(battery=battery, charging=charging, cpu_load=cpu,
                        stale=b_stale or c_stale)
+
+
+class SignalInputs:
+    """Battery and CPU-load messages (rclpy or rosbags alike) into a SignalState, for the node
+    and replay alike. Each method returns a note when a reading was ignored or adjusted (the
+    node logs it, replay counts it), else None."""
+
+    def __init__(self, state: SignalState, battery_scale: str = 'auto') -> None:
+        self.state = state
+        self.battery_scale = battery_scale
+
+    def battery(self, msg, now: float) -> str | None:
+        """sensor_msgs/BatteryState."""
+        note = None
+        try:
+            fraction = battery_fraction(msg.percentage, self.battery_scale)
+        except SignalError as err:
+            note, fraction = f'ignoring battery reading: {err}', None
+        self.state.set_battery(fraction, msg.power_supply_status in CHARGING_STATUSES, now)
+        return note
+
+    def cpu(self, msg, now: float) -> str | None:
+        """std_msgs/Float32, 0..1 or percent."""
+        try:
+            fraction, note = cpu_fraction(msg.data)
+        except SignalError as err:
+            return f'ignoring CPU load reading: {err}'
+        self.state.set_cpu(fraction, now)
+        return note
+
+    def cpu_diagnostics(self, msg, now: float) -> str | None:
+        """diagnostic_msgs/DiagnosticArray from cpu_monitor."""
+        try:
+            fraction = cpu_from_diagnostics(msg.status)
+        except SignalError as err:
+            return f'ignoring CPU load diagnostics: {err}'
+        if fraction is not None:
+            self.state.set_cpu(fraction, now)
+        return None

@@ -1,7 +1,10 @@
 """The files colcon and ros2 launch rely on say what the code does."""
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_config_file_sets_every_parameter_to_a_valid_value():
     params = yaml.safe_load((ROOT / 'config' / 'segmenter.yaml').read_text())
     values = params['/**']['ros__parameters']
-    assert set(values) == {p.name for p in PARAMS}
+    # arrays that default to empty are left out: rcl's YAML parser refuses an empty list
+    assert set(values) == {p.name for p in PARAMS if not p.array}
     for name, value in values.items():
         assert check(name, value) is None, name
         default = next(p.default for p in PARAMS if p.name == name)
@@ -49,37 +53,149 @@ def test_replay_launch_file_declares_its_arguments():
 
 def test_launch_file_declares_its_arguments():
     assert _launch_arguments('segmenter.launch.py') == {
-        'params_file', 'namespace', 'image_topic', 'latency_budget_ms', 'use_sim_time'}
+        'params_file', 'namespace', 'image_topic', 'latency_budget_ms', 'use_sim_time',
+        'cameras'}
 
 
-@pytest.mark.skipif(shutil.which('ros2') is None, reason='ros2 launch needs a ROS 2 install')
-def test_ros2_launch_starts_the_node_with_its_arguments():
-    import signal
-    import time
-    proc = subprocess.Popen(['ros2', 'launch', 'ee_seg_ros', 'segmenter.launch.py',
-                             'latency_budget_ms:=30', 'namespace:=launch_test'],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def test_launch_arguments_override_the_params_file_only_when_given(tmp_path):
+    from ee_seg_ros.ros.launch_args import LaunchArgumentError, node_parameters
+    params = tmp_path / 'p.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    latency_budget_ms: 75.0\n')
+    assert node_parameters(str(params)) == [str(params)]
+    assert node_parameters(str(params), '', '') == [str(params)]
+    assert node_parameters(str(params), '30', 'True') == [
+        str(params), {'latency_budget_ms': 30.0, 'use_sim_time': True}]
+    assert node_parameters(str(params), use_sim_time='false') == [
+        str(params), {'use_sim_time': False}]
+    for bad in ({'latency_budget_ms': 'fast'}, {'use_sim_time': 'maybe'}):
+        with pytest.raises(LaunchArgumentError, match=next(iter(bad))):
+            node_parameters(str(params), **bad)
+    with pytest.raises(LaunchArgumentError, match='is not a file'):
+        node_parameters(str(tmp_path / 'missing.yaml'))
+    assert node_parameters(str(params), cameras="['front','rear']") == [
+        str(params), {'cameras': ['front', 'rear']}]
+    assert node_parameters(str(params), cameras='front, rear')[1] == {
+        'cameras': ['front', 'rear']}
+    for bad in ('[]', '[1, 2]', '{a: 1}'):
+        with pytest.raises(LaunchArgumentError, match='cameras'):
+            node_parameters(str(params), cameras=bad)
+
+
+def test_a_node_that_exits_with_an_error_fails_the_launch_but_a_stop_does_not():
+    from ee_seg_ros.ros.launch_args import exit_problem
+    assert 'exited with code 1' in exit_problem('segmenter-1', 1, shutting_down=False)
+    assert exit_problem('segmenter-1', 0, shutting_down=False) is None
+    assert exit_problem('segmenter-1', -15, shutting_down=True) is None   # launch stopped it
+
+
+needs_ros2 = pytest.mark.skipif(shutil.which('ros2') is None,
+                                reason='ros2 launch needs a ROS 2 install')
+
+
+def _ros_env() -> dict:
+    """Loopback only and a test-only domain (see test_node.py for why not LOCALHOST)."""
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(200 + os.getpid() % 30),
+           'FASTRTPS_DEFAULT_PROFILES_FILE': str(ROOT / 'config' / 'fastdds_loopback.xml')}
+    env.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)
+    return env
+
+
+class _Launch:
+    """``ros2 launch ee_seg_ros segmenter.launch.py ARGS`` with its output in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.log = open(tmp_path / 'launch.log', 'w+')
+        self.env = _ros_env()
+        self.proc = subprocess.Popen(['ros2', 'launch', 'ee_seg_ros', 'segmenter.launch.py',
+                                      *args], stdout=self.log, stderr=subprocess.STDOUT,
+                                     text=True, env=self.env)
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait_ready(self, timeout: float = 120.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if 'ee_segmenter ready' in self.output():
+                return self.output()
+            assert self.proc.poll() is None, self.output()
+            time.sleep(0.2)
+        raise AssertionError(self.output())
+
+    def ros2(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(['ros2', *args], capture_output=True, text=True, timeout=60,
+                              env=self.env)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.ros2('daemon', 'stop')      # the one this test's ros2 param calls started
+
+
+@needs_ros2
+def test_ros2_launch_a_given_argument_wins_over_the_params_file(tmp_path):
+    params = tmp_path / 'p.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    latency_budget_ms: 75.0\n')
+    launch = _Launch(tmp_path, f'params_file:={params}', 'latency_budget_ms:=30',
+                     'namespace:=launch_arg')
     try:
-        deadline = time.monotonic() + 60
-        lines = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if 'ee_segmenter ready' in line:
-                break
-        assert 'budget 30.0 ms' in ''.join(lines)
+        assert 'budget 30.0 ms' in launch.wait_ready()
+    finally:
+        assert launch.stop() == 0, launch.output()
+
+
+@needs_ros2
+def test_ros2_launch_and_ros2_param_as_the_readme_says(tmp_path):
+    """The params file's value stands when no argument is given; `ros2 param set` with an
+    integer keeps a double a double; mode fixed before the point works; SIGINT exits 0."""
+    params = tmp_path / 'p.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    latency_budget_ms: 75.0\n')
+    launch = _Launch(tmp_path, f'params_file:={params}', 'namespace:=launch_test')
+    node = '/launch_test/ee_segmenter'
+    try:
+        assert 'budget 75.0 ms' in launch.wait_ready()
         # the ros2 daemon may not have discovered the node yet ("Node not found"): ask again
         for _ in range(40):
-            got = subprocess.run(['ros2', 'param', 'get', '/launch_test/ee_segmenter',
-                                  'latency_budget_ms'], capture_output=True, text=True,
-                                 timeout=30)
+            got = launch.ros2('param', 'get', node, 'latency_budget_ms')
             if got.returncode == 0:
                 break
             time.sleep(0.5)
-        assert 'Double value is: 30.0' in got.stdout, got
+        assert 'Double value is: 75.0' in got.stdout, got
+        for name, value, shown in (('latency_budget_ms', '80', 'Double value is: 80.0'),
+                                   ('overlay.alpha', '1', 'Double value is: 1.0')):
+            assert 'successful' in launch.ros2('param', 'set', node, name, value).stdout
+            assert shown in launch.ros2('param', 'get', node, name).stdout
+            assert 'Type: double' in launch.ros2('param', 'describe', node, name).stdout
+        refused = launch.ros2('param', 'set', node, 'latency_budget_ms', '-5')
+        assert 'failed' in refused.stdout + refused.stderr
+        assert 'successful' in launch.ros2('param', 'set', node, 'policy.mode', 'fixed').stdout
+        assert 'successful' in launch.ros2('param', 'set', node, 'policy.point',
+                                           'cbt:0.5,0.99').stdout
+        assert 'String value is: fixed' in launch.ros2('param', 'get', node,
+                                                       'policy.mode').stdout
+        assert 'cbt:0.5,0.99' in launch.ros2('param', 'get', node, 'policy.point').stdout
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert launch.stop() == 0, launch.output()
+
+
+@needs_ros2
+def test_ros2_launch_exits_non_zero_when_the_node_cannot_start(tmp_path):
+    missing = _Launch(tmp_path, f'params_file:={tmp_path / "missing.yaml"}')
+    assert missing.proc.wait(timeout=120) != 0
+    assert 'is not a file' in missing.output()
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('/**:\n  ros__parameters:\n    latency_budget_ms: -5.0\n')
+    failed = _Launch(tmp_path, f'params_file:={bad}')
+    assert failed.proc.wait(timeout=120) != 0, failed.output()
+    out = failed.output()
+    assert 'cannot start' in out and 'latency_budget_ms' in out and 'exited with code 1' in out
 
 
 def _has_ros2_bag() -> bool:

@@ -92,8 +92,35 @@ class Decision:
     threads: int = 0          # inference threads for this frame; 0 = as configured
 
 
+@dataclass
+class _Lane:
+    """Where one camera stands on the table: the machine's slowdown is shared by every
+    camera (one network on one CPU), but hysteresis is per camera, or a camera whose frames
+    may take less (it waited, or its share of the load is smaller) would pull the others down
+    and reset their dwell on every frame."""
+
+    index: int
+    since_switch: int = 0
+    misses: int = 0
+    last_budget: float | None = None
+    budget: float = math.inf     # the last decision's deadline, for counting misses
+
+
+def _lane_field(name: str) -> property:
+    return property(lambda self: getattr(self._lane, name),
+                    lambda self, value: setattr(self._lane, name, value))
+
+
 class Controller:
-    """Chooses an operating point per frame; ``observe`` feeds back the measured latency."""
+    """Chooses an operating point per frame; ``observe`` feeds back the measured latency.
+
+    ``choose(..., lane=camera)`` keeps one position on the table per camera; ``observe``
+    belongs to the lane of the last ``choose`` (the pipeline calls them in pairs)."""
+
+    index = _lane_field('index')
+    since_switch = _lane_field('since_switch')
+    misses = _lane_field('misses')
+    _last_budget = _lane_field('last_budget')
 
     def __init__(self, points: Sequence[OperatingPoint], settings: ControllerSettings,
                  stage_costs: dict | None = None) -> None:
@@ -103,17 +130,15 @@ class Controller:
         self.points = sorted(points, key=lambda p: p.latency_ms)
         self.settings = settings
         self.stage_costs = stage_costs or {}
-        self.index = len(self.points) - 1
+        self._lanes: dict[str | None, _Lane] = {None: _Lane(len(self.points) - 1)}
+        self._lane = self._lanes[None]
         self.m = 0.0
         self.v = 0.0
         self.cost = [0.0] * len(self.points)   # per point: log(executed / profiled GMACs)
-        self.since_switch = 0
-        self.misses = 0
         self.switches = 0
         self.battery_tier = 'ok'
         self.cpu_tier = 'normal'
         self._battery_smooth: float | None = None
-        self._last_budget: float | None = None
 
     # -- settings changed live -----------------------------------------------------------------
     def update_settings(self, settings: ControllerSettings) -> None:
@@ -187,19 +212,37 @@ class Controller:
                                                         + z * math.sqrt(self.v))
 
     # -- per frame -----------------------------------------------------------------------------
-    def choose(self, signals: Signals) -> Decision:
+    def lane_index(self, lane: str | None = None) -> int:
+        """The table index a camera (lane) last ran at."""
+        found = self._lanes.get(lane)
+        return found.index if found is not None else self._lanes[None].index
+
+    def choose(self, signals: Signals, limit_ms: float | None = None,
+               lane: str | None = None, waited_ms: float = 0.0) -> Decision:
+        """The point for the next frame. The frame may take what is left of its deadline
+        after ``waited_ms`` spent waiting for the model, and at most ``limit_ms`` (the share of
+        the model the cameras' frame rates leave it); the deadline itself stays the decision's
+        budget, for the in-frame guard and for counting misses."""
         s = self.settings
+        if lane not in self._lanes:
+            self._lanes[lane] = _Lane(self._lanes[None].index)
+        self._lane = self._lanes[lane]
         self._update_battery(signals)
         self._update_cpu(signals)
         budget = self.effective_budget()
         tightening = self._last_budget is not None and budget < self._last_budget
         self._last_budget = budget
+        self._lane.budget = budget
         if s.mode == 'fixed':
             return self._fixed(budget)
         if s.mode == 'full':
             target = len(self.points) - 1
         else:
-            target = self._adaptive_target(budget, signals.stale or tightening)
+            plan = budget - max(waited_ms, 0.0)
+            if limit_ms is not None:
+                plan = min(plan, limit_ms)
+            plan = max(plan, 0.0)
+            target = self._adaptive_target(plan, signals.stale or tightening)
         if target != self.index:
             self.index = target
             self.since_switch = 0
@@ -249,13 +292,16 @@ class Controller:
                   and self.predicted_ms(current + 1) <= s.up_headroom * limit)
         return current + 1 if can_up else current
 
-    def observe(self, latency_ms: float, cost_ratio: float | None = None) -> None:
+    def observe(self, latency_ms: float, cost_ratio: float | None = None,
+                elapsed_ms: float | None = None) -> None:
         """Feed back a frame's measured latency. ``cost_ratio`` is the multiply-adds the frame
         executed over its point's profiled mean, when known. The machine's slowdown is learned
         from latency over the profile scaled by that ratio, so a hard frame is not mistaken for
         a slow machine; the point's own cost factor learns the ratio, so frames that stay harder
         than profiled (a scene unlike the calibration data: fewer tokens stop) make that point
-        dearer in the predictions instead of going unnoticed."""
+        dearer in the predictions instead of going unnoticed. ``elapsed_ms`` (default: the
+        latency) is the time since the frame arrived, waiting included: a miss is counted when
+        it exceeds the frame's deadline."""
         if self.index < 0:  # a fixed point outside the profile: nothing to learn from
             self.since_switch += 1
             return
@@ -270,7 +316,8 @@ class Controller:
         self.m += a * (r - old)
         self.v = (1 - a) * (self.v + a * (r - old) ** 2)
         self.since_switch += 1
-        if latency_ms > self.effective_budget():
+        elapsed = latency_ms if elapsed_ms is None else elapsed_ms
+        if elapsed > min(self.effective_budget(), self._lane.budget):
             self.misses += 1
         else:
             self.misses = 0

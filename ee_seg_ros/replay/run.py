@@ -1,6 +1,12 @@
-"""Replaying one bag through the node's Pipeline: same decoding, controller, segmenter and
-counting as the live node, with battery and CPU messages from the bag steering the controller
-in bag time."""
+"""Replaying one bag through the node's pipeline: the same frame intake, camera scheduler,
+controller, segmenter and counting as the live node, with battery and CPU messages from the
+bag steering the controller in bag time.
+
+A bag with several cameras goes through one network and one controller as in a node with
+``cameras`` set: with ``--timing realtime`` the model is busy in bag time for as long as each
+frame took, every camera keeps only its newest frame meanwhile, and the scheduler picks the
+next one; with ``every-frame`` (the default) every frame is run as it comes.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +20,23 @@ import numpy as np
 
 from ..control import ControllerSettings
 from ..data.labels import IGNORE
-from ..image_codec import ImageDecodeError, compressed_to_rgb8, to_rgb8
 from ..metrics import ConfusionMatrix
-from ..runtime import Frame, Pipeline, Segmenter, frame_values
-from ..signals import (CHARGING_STATUSES, SignalError, SignalState, battery_fraction,
-                       cpu_fraction, cpu_from_diagnostics)
+from ..runtime import Frame, FrameCounts, FrameRecord, Pipeline, Segmenter
+from ..runtime.cameras import SharedPipeline, Waiting
+from ..runtime.intake import FrameIntake, ImageDecodeError, at_input_size
+from ..signals import SignalInputs, SignalState
 from .bagio import (BATTERY, COMPRESSED, DIAGNOSTICS, FLOAT32, IMAGE, BagError, BagReader,
                     BagWriter, stamp_ns)
+from .cameras import CameraTopics, camera_names, colour_camera_topics, label_topic_for
 
 TIMINGS = ('every-frame', 'realtime')
+NODE = '/ee_segmenter'
 
 
 @dataclass
 class ReplayOptions:
-    image_topic: str | None = None
-    labels_topic: str | None = None
+    image_topics: tuple[str, ...] = ()   # empty: every colour camera topic of the bag
+    labels_topics: tuple[str, ...] = ()  # one per image topic, or one for a single camera
     labels_dir: str | None = None
     battery_topic: str | None = None
     cpu_topic: str | None = None
@@ -39,16 +47,19 @@ class ReplayOptions:
     output_storage: str = 'sqlite3'
     battery_scale: str = 'auto'
     samples: int = 6
+    input_width: int = 0                 # as the node's model.input_width
+    priorities: dict[str, int] = field(default_factory=dict)   # camera name -> priority
 
 
 @dataclass
 class ReplayState:
-    """Everything measured while replaying; report.build_report turns it into figures."""
+    """Everything measured for one camera (or, merged, for all); report.build_report turns
+    it into figures."""
 
     topics: dict = field(default_factory=dict)
     confusion: ConfusionMatrix | None = None
     agreement: ConfusionMatrix | None = None
-    series: list[dict] = field(default_factory=list)
+    series: list[FrameRecord] = field(default_factory=list)
     full_latency_ms: list[float] = field(default_factory=list)
     frames_without_label: int = 0
     label_rejections: Counter = field(default_factory=Counter)
@@ -56,6 +67,33 @@ class ReplayState:
     samples: list[tuple] = field(default_factory=list)
     signal_notes: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+
+
+def merge_states(states: list[ReplayState], topics: dict) -> ReplayState:
+    """All cameras as one: confusion matrices summed, series in time order, counts added."""
+    out = ReplayState(topics=topics)
+    seen_notes: set[int] = set()       # cameras of one replay share the bag's signal notes
+    for s in states:
+        if id(s.signal_notes) not in seen_notes:
+            seen_notes.add(id(s.signal_notes))
+            out.signal_notes.update(s.signal_notes)
+        if s.confusion is not None:
+            if out.confusion is None:
+                out.confusion = ConfusionMatrix(s.confusion.k)
+            out.confusion.mat += s.confusion.mat
+        if s.agreement is not None:
+            if out.agreement is None:
+                out.agreement = ConfusionMatrix(s.agreement.k)
+            out.agreement.mat += s.agreement.mat
+        out.series += s.series
+        out.full_latency_ms += s.full_latency_ms
+        out.frames_without_label += s.frames_without_label
+        out.label_rejections.update(s.label_rejections)
+        out.labels_without_frame += s.labels_without_frame
+        out.samples += s.samples
+        out.wall_s = max(out.wall_s, s.wall_s)
+    out.series.sort(key=lambda r: (r.time_s, r.camera))
+    return out
 
 
 def controller_settings_for(policy: str, budget_ms: float) -> ControllerSettings:
@@ -97,192 +135,57 @@ class LabelSource:
         return label
 
 
-class Replayer:
-    def __init__(self, bag: BagReader, out_bag: Path, segmenter: Segmenter,
-                 opts: ReplayOptions, log=print) -> None:
-        self.bag, self.opts, self.seg, self.log = bag, opts, segmenter, log
-        self.out_bag = out_bag
-        self.state = ReplayState()
-        # a missing topic or labels folder is refused here, before run() writes anything
-        self.labels_dir = LabelSource(opts.labels_dir)
-        self._choose_topics()
-        self.pipeline = Pipeline(segmenter, controller_settings_for(opts.policy, opts.budget_ms))
-        self.pipeline.warm_up()                          # as the node does before its first frame
-        self.signals = SignalState(stale_after_s=1e9)   # bag time; no staleness in replay
-        k = segmenter.num_classes
-        self.state.confusion = ConfusionMatrix(k)
-        self.state.agreement = ConfusionMatrix(k) if opts.compare_full else None
-        self.table, self.valid = segmenter.bundle.labels.lookup()
-        self.valid[IGNORE] = True
+class CameraScore:
+    """One camera's ground truth and scoring: labels from its topic by stamp (whichever of
+    frame and label comes first) or from a folder."""
+
+    def __init__(self, state: ReplayState, labels_dir: LabelSource | None, by_topic: bool,
+                 num_classes: int, table: np.ndarray, valid: np.ndarray) -> None:
+        self.state = state
+        self.labels_dir = labels_dir
+        self.by_topic = by_topic
+        self.table, self.valid = table, valid
+        state.confusion = ConfusionMatrix(num_classes)
         self.pending: dict[int, np.ndarray] = {}      # stamp -> prediction awaiting a label
         self.early: dict[int, object] = {}            # stamp -> label that came first
-        self.frame_index = 0
 
-    # -- topics --------------------------------------------------------------------------------
-    def _choose_topics(self) -> None:
-        b, o, chosen = self.bag, self.opts, {}
-        if o.image_topic:
-            chosen['image'] = b.require(o.image_topic, (IMAGE, COMPRESSED), 'image')
-        else:
-            chosen['image'] = b.camera_topic().topic   # colour first, never depth or labels
-        if o.labels_topic:
-            chosen['labels'] = b.require(o.labels_topic, (IMAGE,), 'labels')
-        elif not o.labels_dir:
-            cands = [t for t, m in b.topics.items() if m == IMAGE and 'label' in t
-                     and t != chosen['image']]
-            chosen['labels'] = cands[0] if cands else None
-        chosen['battery'] = (b.require(o.battery_topic, (BATTERY,), 'battery')
-                             if o.battery_topic else b.pick((BATTERY,)))
-        chosen['cpu'] = (b.require(o.cpu_topic, (FLOAT32, DIAGNOSTICS), 'CPU load')
-                         if o.cpu_topic else (b.pick((FLOAT32,), ('cpu',)) if any(
-                             'cpu' in t for t, m in b.topics.items() if m == FLOAT32)
-                             else None))
-        self.state.topics = chosen
-        if b.skipped:
-            self.log(f'left out {len(b.skipped)} topic(s) whose types cannot be read: '
-                     + '; '.join(f'{t} ({why})' for t, why in sorted(b.skipped.items())))
-        self.log('replay topics: ' + ', '.join(f'{k} {v}' for k, v in chosen.items() if v))
-
-    # -- messages ------------------------------------------------------------------------------
-    def run(self) -> ReplayState:
-        start = time.perf_counter()
-        topics = [t for t in self.state.topics.values() if t]
-        t_kind = self.state.topics
-        busy_until = -1
-        slot = None
-        self.writer = BagWriter(self.out_bag, self.opts.output_storage)
-        try:
-            for m in self.bag.messages(topics):
-                if m.topic == t_kind['image']:
-                    self.pipeline.received()
-                    if m.msg is None:
-                        self.pipeline.rejected('bad image: message does not deserialise')
-                        continue
-                    if self.opts.timing == 'every-frame':
-                        self._frame(m)
-                        continue
-                    # realtime: newest frame only while busy, as the node's intake does
-                    while slot is not None and busy_until <= m.time_ns:
-                        busy_until = busy_until + self._frame(slot)
-                        slot = None
-                    if m.time_ns >= busy_until:
-                        busy_until = m.time_ns + self._frame(m)
-                    else:
-                        if slot is not None:
-                            self.pipeline.dropped()
-                        slot = m
-                elif m.topic == t_kind.get('labels'):
-                    self._label(m)
-                elif m.topic == t_kind.get('battery'):
-                    self._battery(m)
-                elif m.topic == t_kind.get('cpu'):
-                    self._cpu(m)
-            if slot is not None:
-                self._frame(slot)
-        finally:
-            self.writer.close()
-        self.state.frames_without_label += len(self.pending)
-        self.state.labels_without_frame += len(self.early)
-        self.state.wall_s = time.perf_counter() - start
-        return self.state
-
-    def _battery(self, m) -> None:
-        if m.msg is None:
-            return
-        try:
-            level = battery_fraction(m.msg.percentage, self.opts.battery_scale)
-        except SignalError as err:
-            self.state.signal_notes[f'battery: {err}'] += 1
-            level = None
-        self.signals.set_battery(level, m.msg.power_supply_status in CHARGING_STATUSES,
-                                 m.time_ns * 1e-9)
-
-    def _cpu(self, m) -> None:
-        if m.msg is None:
-            return
-        try:
-            if m.msgtype == FLOAT32:
-                value, note = cpu_fraction(m.msg.data)
-                if note:
-                    self.state.signal_notes[note] += 1
-            else:
-                value = cpu_from_diagnostics(m.msg.status)
-                if value is None:
-                    return
-        except SignalError as err:
-            self.state.signal_notes[f'cpu: {err}'] += 1
-            return
-        self.signals.set_cpu(value, m.time_ns * 1e-9)
-
-    def _label(self, m) -> None:
-        if m.msg is None:
-            self.state.label_rejections['label message does not deserialise'] += 1
-            return
-        stamp = stamp_ns(m.msg)
-        if stamp in self.pending:
-            self._score(self.pending.pop(stamp), m.msg)
-        else:
-            self.early[stamp] = m.msg
-
-    def _frame(self, m) -> int:
-        """Process one frame; returns its processing time in ns (for realtime timing)."""
-        msg = m.msg
-        index = self.frame_index
-        self.frame_index += 1
-        try:
-            rgb = compressed_to_rgb8(msg.data) if m.msgtype == COMPRESSED else to_rgb8(msg)
-        except ImageDecodeError as err:
-            self.pipeline.rejected(f'bad image: {err}')
-            return 0
-        stamp = stamp_ns(msg)
-        sig = self.signals.snapshot(m.time_ns * 1e-9)
-        result = self.pipeline.step(Frame(rgb, stamp * 1e-9, msg.header.frame_id), sig,
-                                    want_exit_map=False)
-        if result is None:
-            return 0
-        seg, d = result.segmentation, result.decision
-        header = self.writer.header(stamp, msg.header.frame_id)
-        self.writer.image('/ee_segmenter/mask', m.time_ns, header, seg.labels,
-                          'mono8' if seg.labels.dtype == np.uint8 else '16UC1')
-        row = {'index': index, 'stamp_ns': stamp, 'bag_time_s': m.time_ns * 1e-9,
-               'latency_ms': round(seg.latency_ms, 3), 'budget_ms': round(d.budget_ms, 3),
-               'point': d.point.policy, 'exit': seg.exit_taken,
-               'stopped': round(seg.stopped_fraction[-1] if seg.stopped_fraction else 0.0, 4),
-               'gmacs': round(seg.gmacs, 4), 'battery': sig.battery, 'cpu_load': sig.cpu_load,
-               'battery_tier': d.battery_tier, 'cpu_tier': d.cpu_tier,
-               'guard_stop': seg.guard_stop,
-               'deadline_met': result.deadline_met}
-        self.writer.diagnostics('/ee_segmenter/exit_stats', m.time_ns, header,
-                                'ee_segmenter: frame', seg.policy,
-                                frame_values(result, sig, self.pipeline.counts))
-        self.state.series.append(row)
-        if self.opts.compare_full:
-            full = self.seg.segment(rgb, 'full', want_exit_map=False)
-            self.state.full_latency_ms.append(full.latency_ms)
-            self.state.agreement.update(seg.labels, full.labels)
-        if len(self.state.samples) < self.opts.samples and index % 10 == 0:
-            self.state.samples.append((rgb, seg.labels))
-        # ground truth: a folder, or the labels topic by identical stamp
-        if self.opts.labels_dir:
+    def prediction(self, index: int, stamp: int, labels: np.ndarray) -> None:
+        """A camera's mask; ``index`` is the frame's position among the camera's frames in
+        the bag (what a label folder without stamps is matched by)."""
+        if self.labels_dir is not None:
             try:
                 label = self.labels_dir.for_frame(index, stamp)
             except ValueError as err:
                 self.state.label_rejections[str(err)] += 1
-                label = None
+                return
             if label is None:
                 self.state.frames_without_label += 1
             else:
-                self._score(seg.labels, label)
-        elif self.state.topics.get('labels'):
+                self.score(labels, label)
+        elif self.by_topic:
             if stamp in self.early:
-                self._score(seg.labels, self.early.pop(stamp))
+                self.score(labels, self.early.pop(stamp))
             else:
-                self.pending[stamp] = seg.labels
+                self.pending[stamp] = labels
         else:
             self.state.frames_without_label += 1
-        return int(seg.latency_ms * 1e6)
 
-    def _score(self, prediction: np.ndarray, label) -> None:
+    def label(self, msg) -> None:
+        if msg is None:
+            self.state.label_rejections['label message does not deserialise'] += 1
+            return
+        stamp = stamp_ns(msg)
+        if stamp in self.pending:
+            self.score(self.pending.pop(stamp), msg)
+        else:
+            self.early[stamp] = msg
+
+    def close(self) -> None:
+        self.state.frames_without_label += len(self.pending)
+        self.state.labels_without_frame += len(self.early)
+        self.pending, self.early = {}, {}
+
+    def score(self, prediction: np.ndarray, label) -> None:
         """Check a label and add it to the confusion matrix, or count why it was refused."""
         if not isinstance(label, np.ndarray):
             if label.encoding not in ('mono8', '8UC1'):
@@ -305,6 +208,206 @@ class Replayer:
             self.state.label_rejections['label ids outside the class range'] += 1
             return
         self.state.confusion.update(prediction, self.table[label])
+
+
+class Replayer:
+    def __init__(self, bag: BagReader, out_bag: Path, segmenter: Segmenter,
+                 opts: ReplayOptions, log=print) -> None:
+        if opts.timing not in TIMINGS:
+            raise BagError(f'timing must be one of {TIMINGS}, got {opts.timing!r}')
+        self.bag, self.opts, self.seg, self.log = bag, opts, segmenter, log
+        self.out_bag = out_bag
+        # a missing topic or labels folder is refused here, before run() writes anything
+        self.cameras = self._choose_cameras()
+        if opts.labels_dir and len(self.cameras) > 1:
+            raise BagError('--labels-dir gives labels for one camera; this replay has '
+                           f'{len(self.cameras)} ({", ".join(c.name for c in self.cameras)}): '
+                           'give each camera a labels topic, or one --image-topic')
+        labels_dir = LabelSource(opts.labels_dir) if opts.labels_dir else None
+        self.signal_topics = self._choose_signals()
+        names = [c.name for c in self.cameras]
+        unknown = set(opts.priorities) - set(names)
+        if unknown:
+            raise BagError(f'priority for cameras {sorted(unknown)} that this replay does not '
+                           f'have; cameras: {names}')
+        self.pipeline = Pipeline(segmenter, controller_settings_for(opts.policy, opts.budget_ms))
+        self.pipeline.warm_up()                          # as the node does before its first frame
+        self.shared = SharedPipeline(self.pipeline, names, opts.priorities)
+        self.intake = FrameIntake(opts.input_width)
+        self.signals = SignalState(stale_after_s=1e9)   # bag time; no staleness in replay
+        self.signal_inputs = SignalInputs(self.signals, opts.battery_scale)
+        self.signal_notes: Counter = Counter()
+        table, valid = segmenter.bundle.labels.lookup()
+        valid[IGNORE] = True
+        k = segmenter.num_classes
+        self.states: dict[str, ReplayState] = {}
+        self.scores: dict[str, CameraScore] = {}
+        for cam in self.cameras:
+            state = ReplayState(topics={'image': cam.image, 'labels': cam.labels,
+                                        **self.signal_topics})
+            state.agreement = ConfusionMatrix(k) if opts.compare_full else None
+            self.states[cam.name] = state
+            self.scores[cam.name] = CameraScore(state, labels_dir, cam.labels is not None, k,
+                                                table, valid)
+        self.by_image = {c.image: c.name for c in self.cameras}
+        self.by_labels = {c.labels: c.name for c in self.cameras if c.labels}
+        self.single = len(self.cameras) == 1
+        if bag.skipped:
+            self.log(f'left out {len(bag.skipped)} topic(s) whose types cannot be read: '
+                     + '; '.join(f'{t} ({why})' for t, why in sorted(bag.skipped.items())))
+        self.log('replay topics: ' + '; '.join(
+            f'{c.name}: image {c.image}' + (f', labels {c.labels}' if c.labels else '')
+            for c in self.cameras) + ''.join(f', {k} {v}' for k, v in
+                                             self.signal_topics.items() if v))
+
+    # -- topics --------------------------------------------------------------------------------
+    def _choose_cameras(self) -> list[CameraTopics]:
+        b, o = self.bag, self.opts
+        if o.image_topics:
+            images = [b.require(t, (IMAGE, COMPRESSED), 'image') for t in o.image_topics]
+            if len(set(images)) != len(images):
+                raise BagError(f'--image-topic names a topic twice: {list(o.image_topics)}')
+        else:
+            images = colour_camera_topics(b)
+        if o.labels_topics:
+            if len(o.labels_topics) != len(images):
+                raise BagError(f'{len(o.labels_topics)} --labels-topic for {len(images)} '
+                               'image topics: give one per image topic, in the same order')
+            labels = [b.require(t, (IMAGE,), 'labels') for t in o.labels_topics]
+        elif o.labels_dir:
+            labels = [None] * len(images)
+        else:
+            cands = [t for t, m in b.topics.items() if m == IMAGE and 'label' in t
+                     and t not in images]
+            labels = [label_topic_for(t, cands, len(images) == 1) for t in images]
+        return [CameraTopics(n, i, lbl) for n, i, lbl in zip(camera_names(images), images,
+                                                              labels)]
+
+    def _choose_signals(self) -> dict[str, str | None]:
+        b, o = self.bag, self.opts
+        battery = (b.require(o.battery_topic, (BATTERY,), 'battery')
+                   if o.battery_topic else b.pick((BATTERY,)))
+        cpu = (b.require(o.cpu_topic, (FLOAT32, DIAGNOSTICS), 'CPU load')
+               if o.cpu_topic else (b.pick((FLOAT32,), ('cpu',)) if any(
+                   'cpu' in t for t, m in b.topics.items() if m == FLOAT32) else None))
+        return {'battery': battery, 'cpu': cpu}
+
+    def topics(self) -> dict:
+        """The topics of the whole replay, for the report: the one-camera layout as before;
+        with several cameras, image and labels topics by camera name."""
+        if self.single:
+            return self.states[self.cameras[0].name].topics
+        return {'image': {c.name: c.image for c in self.cameras},
+                'labels': {c.name: c.labels for c in self.cameras}, **self.signal_topics}
+
+    def output_topic(self, camera: str, leaf: str) -> str:
+        """The node's topic names: ``~/mask`` for one camera, ``~/NAME/mask`` for several."""
+        return f'{NODE}/{leaf}' if self.single else f'{NODE}/{camera}/{leaf}'
+
+    # -- messages ------------------------------------------------------------------------------
+    def run(self) -> dict[str, ReplayState]:
+        start = time.perf_counter()
+        wanted = ([c.image for c in self.cameras] + list(self.by_labels)
+                  + [t for t in self.signal_topics.values() if t])
+        self.free_at = -np.inf          # bag time (s) at which the model is free again
+        self.arrived = {c.name: 0 for c in self.cameras}   # frames of each camera so far
+        self.writer = BagWriter(self.out_bag, self.opts.output_storage)
+        try:
+            for m in self.bag.messages(wanted):
+                t = m.time_ns * 1e-9
+                if m.topic in self.by_image:
+                    camera = self.by_image[m.topic]
+                    self._advance(t)
+                    index = self.arrived[camera]
+                    self.arrived[camera] += 1
+                    if m.msg is None:
+                        self.shared.scheduler.refuse(camera,
+                                                     'bad image: message does not deserialise')
+                        continue
+                    self.shared.offer(camera, (m, index), t)
+                    self._advance(t)
+                elif m.topic in self.by_labels:
+                    self.scores[self.by_labels[m.topic]].label(m.msg)
+                elif m.topic == self.signal_topics['battery']:
+                    self._signal(self.signal_inputs.battery, m, t)
+                elif m.topic == self.signal_topics['cpu']:
+                    reader = (self.signal_inputs.cpu if m.msgtype == FLOAT32
+                              else self.signal_inputs.cpu_diagnostics)
+                    self._signal(reader, m, t)
+            self._advance(np.inf)
+        finally:
+            self.writer.close()
+        wall = time.perf_counter() - start
+        for name, score in self.scores.items():
+            score.close()
+            self.states[name].wall_s = wall
+            self.states[name].signal_notes = self.signal_notes
+        return self.states
+
+    def results(self) -> tuple[ReplayState, FrameCounts, dict]:
+        """After ``run``: all cameras merged with the total counts, and each camera's state
+        and counts by name (what ``report.build_report`` takes)."""
+        sched = self.shared.scheduler
+        cameras = {name: (state, sched.snapshot(name)) for name, state in self.states.items()}
+        return merge_states(list(self.states.values()), self.topics()), sched.total(), cameras
+
+    def _signal(self, reader, m, t: float) -> None:
+        if m.msg is None:
+            return
+        note = reader(m.msg, t)
+        if note:
+            self.signal_notes[note] += 1
+
+    def _advance(self, until: float) -> None:
+        """Run waiting frames whose turn comes by bag time ``until``. Every frame: each as it
+        comes, no waiting. Realtime: the model starts the next frame when it is free, on the
+        frame the scheduler picks; frames that arrive meanwhile replace their camera's."""
+        sched = self.shared.scheduler
+        while sched.waiting():
+            if self.opts.timing == 'every-frame':
+                waiting = sched.take()
+                self._frame(waiting, waiting.arrival)
+                continue
+            start = max(self.free_at, min(sched.peek_arrivals().values()))
+            if start > until:
+                return
+            waiting = sched.take()
+            self.free_at = start + self._frame(waiting, start)
+
+    def _frame(self, waiting: Waiting, start: float) -> float:
+        """Process one taken frame starting at bag time ``start``; returns the seconds the
+        model was busy (inference)."""
+        (m, index), camera = waiting.item, waiting.camera
+        msg = m.msg
+        try:
+            decoded = self.intake.decode(msg)
+        except ImageDecodeError as err:
+            self.shared.rejected(waiting, f'bad image: {err}')
+            return 0.0
+        stamp = stamp_ns(msg)
+        sig = self.signals.snapshot(start)
+        result = self.shared.run(waiting, Frame(decoded.rgb, stamp * 1e-9, msg.header.frame_id),
+                                 sig, now=start, want_exit_map=False)
+        if result is None:
+            return 0.0
+        seg = result.segmentation
+        record = self.shared.finish(waiting, result, sig, stamp, decode_ms=decoded.decode_ms)
+        out = at_input_size(seg, decoded.rgb, decoded.input_size)
+        header = self.writer.header(stamp, msg.header.frame_id)
+        self.writer.image(self.output_topic(camera, 'mask'), m.time_ns, header, out.labels,
+                          'mono8' if out.labels.dtype == np.uint8 else '16UC1')
+        self.writer.diagnostics(self.output_topic(camera, 'exit_stats'), m.time_ns, header,
+                                f'{NODE.strip("/")}: frame', seg.policy, record.to_values())
+        state = self.states[camera]
+        state.series.append(record)
+        if self.opts.compare_full:
+            full = self.seg.segment(decoded.rgb, 'full', want_exit_map=False)
+            state.full_latency_ms.append(full.latency_ms)
+            state.agreement.update(seg.labels, full.labels)
+        if len(state.samples) < self.opts.samples and record.index % 10 == 0:
+            state.samples.append((out.rgb, out.labels))
+        self.scores[camera].prediction(index, stamp, out.labels)
+        return seg.latency_ms * 1e-3
 
 
 def _mono(msg) -> np.ndarray:

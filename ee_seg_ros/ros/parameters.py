@@ -1,4 +1,5 @@
-"""The node's parameters as data: defaults, descriptions, ranges, and validation.
+"""The node's parameters as data: defaults, descriptions, ranges, validation, and the settings
+record a change turns into.
 
 Kept free of rclpy so the rules ``ros2 param set`` is held to are testable without ROS; the
 node turns each entry into a ParameterDescriptor.
@@ -7,6 +8,7 @@ node turns each entry into a ParameterDescriptor.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,8 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
-    number: bool = False      # accepts an integer as well as a double
+    number: bool = False      # a double that accepts an integer (stored as a double)
+    array: str = ''           # 'string' / 'integer': an array whose default may be empty
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -78,7 +81,15 @@ PARAMS: tuple[ParamSpec, ...] = (
               low=0.0, high=1.0, number=True),
     ParamSpec('palette', [0], 'Class colours as flat [r, g, b, ...]; [0] for the bundle '
               'palette.'),
+    ParamSpec('cameras', [], 'Camera names, e.g. [front, rear]: each N is served from N/image '
+              '(or N/image/compressed) and published on ~/N/mask ...; empty: one camera on '
+              'image, published on ~/mask ...', read_only=True, array='string'),
+    ParamSpec('camera_priorities', [], 'One integer per camera in cameras (higher is served '
+              'first and gets the more accurate point when not every camera can); empty: all '
+              'equal.', read_only=True, array='integer'),
 )
+
+CAMERA_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
 
 SPECS = {p.name: p for p in PARAMS}
 
@@ -111,6 +122,17 @@ def check(name: str, value: Any, num_classes: int | None = None) -> str | None:
             ExitPolicy.parse(value)
         except ValueError as err:
             return str(err)
+    if name == 'cameras':
+        names = list(value)
+        bad = [n for n in names if not isinstance(n, str) or not CAMERA_NAME.match(n)]
+        if bad:
+            return (f'cameras must be names of letters, digits and _ starting with a letter '
+                    f'(they become topic names), got {bad!r}')
+        if len(set(names)) != len(names):
+            return f'cameras must be different names, got {names!r}'
+    if name == 'camera_priorities':
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            return f'camera_priorities must be integers, got {list(value)!r}'
     if name == 'palette':
         values = list(value)
         if values != [0]:
@@ -138,3 +160,62 @@ def controller_settings(values: dict[str, Any]) -> ControllerSettings:
     )
     settings.validate()
     return settings
+
+
+def as_double(name: str, value: Any) -> Any:
+    """An integer given for a number parameter, as the double it stands for (``ros2 param set
+    N latency_budget_ms 80`` sends an integer); anything else unchanged."""
+    spec = SPECS.get(name)
+    if spec is not None and spec.number and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def complete_changes(changes: dict[str, Any], current: dict[str, Any],
+                     point_in_use: str) -> dict[str, Any]:
+    """The changes with what a user means filled in: integers for doubles become doubles, and
+    ``policy.mode: fixed`` with no point named (neither in the change nor set before) takes
+    the point in use, so ``mode fixed`` then ``point X`` works as well as the other order."""
+    done = {name: as_double(name, value) for name, value in changes.items()}
+    if done.get('policy.mode') == 'fixed' and not done.get(
+            'policy.point', current.get('policy.point')):
+        done['policy.point'] = point_in_use
+    return done
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Everything a live parameter can change, applied as one between frames."""
+
+    controller: ControllerSettings
+    palette: tuple[int, ...]      # (0,): the bundle's palette
+    overlay_alpha: float
+    enabled: bool
+    battery_scale: str
+    stale_after_s: float
+    output_resolution: str
+
+
+def live_settings(values: dict[str, Any]) -> LiveSettings:
+    """The live settings from parameter values (raises ValueError when inconsistent)."""
+    return LiveSettings(controller=controller_settings(values),
+                        palette=tuple(int(v) for v in values['palette']),
+                        overlay_alpha=float(values['overlay.alpha']),
+                        enabled=bool(values['enabled']),
+                        battery_scale=values['battery.percentage_scale'],
+                        stale_after_s=float(values['signals.stale_after_s']),
+                        output_resolution=values['output.resolution'])
+
+
+def camera_setup(values: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """The cameras and their priorities from ``cameras`` and ``camera_priorities`` (raises
+    ValueError when they do not fit together). No cameras: one camera named ''."""
+    names = [str(n) for n in values.get('cameras') or []]
+    priorities = [int(p) for p in values.get('camera_priorities') or []]
+    if priorities and len(priorities) != len(names):
+        raise ValueError(f'camera_priorities has {len(priorities)} values for '
+                         f'{len(names)} cameras {names}: give one per camera')
+    if not names:
+        return [''], {}
+    return names, dict(zip(names, priorities))

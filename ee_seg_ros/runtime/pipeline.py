@@ -45,7 +45,8 @@ class StepResult:
     frame: Frame
     segmentation: SegmentationResult
     decision: Decision
-    deadline_met: bool
+    deadline_met: bool         # waiting + inference within the deadline (publishing not yet)
+    waited_ms: float = 0.0     # arrival to the start of inference
 
 
 def profile_points(profile: dict | None) -> list[OperatingPoint]:
@@ -97,34 +98,47 @@ class Pipeline:
         return cfg.pos_grid[0] * cfg.patch, cfg.pos_grid[1] * cfg.patch
 
     # -- accounting for frames that never reach step() -------------------------------------
-    def received(self, n: int = 1) -> None:
-        self.counts.received += n
+    def received(self, n: int = 1, counts: FrameCounts | None = None) -> None:
+        for c in _both(self.counts, counts):
+            c.received += n
 
-    def dropped(self, n: int = 1) -> None:
-        self.counts.dropped += n
+    def dropped(self, n: int = 1, counts: FrameCounts | None = None) -> None:
+        for c in _both(self.counts, counts):
+            c.dropped += n
 
-    def rejected(self, reason: str) -> None:
-        self.counts.rejected += 1
-        self.counts.reasons[reason.split(';')[0].split(' (')[0][:80]] += 1
+    def rejected(self, reason: str, counts: FrameCounts | None = None) -> None:
+        for c in _both(self.counts, counts):
+            c.rejected += 1
+            c.reasons[reason_key(reason)] += 1
 
     # -- one frame ------------------------------------------------------------------------------
-    def step(self, frame: Frame, signals: Signals | None = None,
-             want_exit_map: bool = True) -> StepResult | None:
+    def step(self, frame: Frame, signals: Signals | None = None, want_exit_map: bool = True,
+             *, waited_ms: float = 0.0, limit_ms: float | None = None, lane: str | None = None,
+             counts: FrameCounts | None = None) -> StepResult | None:
         """Segment one received frame. An exception inside inference rejects this frame
-        (counted, with its reason) and leaves the pipeline ready for the next one."""
+        (counted, with its reason) and leaves the pipeline ready for the next one.
+
+        ``waited_ms`` is how long the frame waited for the model: the deadline runs from its
+        arrival, so the in-frame guard and the miss count include it. ``limit_ms`` caps the
+        time the controller plans for this frame (the share the cameras' frame rates leave
+        it), ``lane`` names its camera for the controller, and ``counts`` is the tally to update
+        instead of the pipeline's own (a camera's; the scheduler sums them)."""
         start = time.perf_counter()
-        decision = self.controller.choose(signals or Signals())
+        origin = start - waited_ms * 1e-3
+        budget = self.controller.settings.latency_budget_ms
+        decision = self.controller.choose(signals or Signals(), limit_ms=limit_ms, lane=lane,
+                                          waited_ms=waited_ms)
         policy = self.segmenter.resolve(decision.point.policy)
         guard = None
         if self.controller.settings.mode == 'adaptive':
-            guard = self.controller.guard(start, decision.budget_ms,
+            guard = self.controller.guard(origin, decision.budget_ms,
                                           decoder_after=policy.exit_output == 'decoder')
         try:
             self.segmenter.use_threads(decision.threads)
             seg = self.segmenter.segment(frame.image, policy, guard=guard,
                                          want_exit_map=want_exit_map)
         except Exception as err:  # noqa: BLE001 - one bad frame must not stop the stream
-            self.rejected(f'inference error: {type(err).__name__}: {err}')
+            self.rejected(f'inference error: {type(err).__name__}: {err}', counts)
             self.last_error = traceback.format_exc()
             return None
         latency = (time.perf_counter() - start) * 1e3
@@ -132,26 +146,31 @@ class Pipeline:
         cost_ratio = None
         if decision.point.gmacs > 0 and seg.gmacs > 0:
             cost_ratio = seg.gmacs / decision.point.gmacs
-        self.controller.observe(latency, cost_ratio)
-        met = latency <= self.controller.settings.latency_budget_ms
-        self.counts.processed += 1
-        self.counts.deadline_hits += int(met)
-        self.counts.guard_stops += int(seg.guard_stop)
-        return StepResult(frame, seg, decision, met)
+        self.controller.observe(latency, cost_ratio, elapsed_ms=waited_ms + latency)
+        met = waited_ms + latency <= budget
+        for c in _both(self.counts, counts):
+            c.processed += 1
+            c.guard_stops += int(seg.guard_stop)
+        return StepResult(frame, seg, decision, met, waited_ms)
+
+    def finish(self, result: StepResult, total_ms: float | None = None,
+               counts: FrameCounts | None = None) -> bool:
+        """Count a processed frame's deadline once its masks are out. ``total_ms`` is arrival
+        to publication (default: waiting + inference, as in replay)."""
+        total = result.waited_ms + result.segmentation.latency_ms if total_ms is None \
+            else total_ms
+        met = total <= self.controller.settings.latency_budget_ms
+        for c in _both(self.counts, counts):
+            c.deadline_hits += int(met)
+        return met
 
 
-def frame_values(result: StepResult, signals: Signals, counts: FrameCounts) -> dict:
-    """Per-frame statistics as the node publishes them on ~/exit_stats (and replay writes
-    them to its output bag, so ``ee-seg score`` reads both alike)."""
-    seg, d = result.segmentation, result.decision
-    return {'exit_taken': seg.exit_taken,
-            'stopped_fraction': f'{seg.stopped_fraction[-1] if seg.stopped_fraction else 0:.4f}',
-            'gmacs': f'{seg.gmacs:.4f}', 'latency_ms': f'{seg.latency_ms:.2f}',
-            'budget_ms': f'{d.budget_ms:.2f}', 'deadline_met': result.deadline_met,
-            'guard_stop': seg.guard_stop, 'operating_point': d.point.policy,
-            'battery': 'unknown' if signals.battery is None else f'{signals.battery:.3f}',
-            'battery_tier': d.battery_tier,
-            'cpu_load': 'unknown' if signals.cpu_load is None else f'{signals.cpu_load:.3f}',
-            'cpu_tier': d.cpu_tier, 'frames_received': counts.received,
-            'frames_processed': counts.processed, 'frames_dropped': counts.dropped,
-            'frames_rejected': counts.rejected}
+def reason_key(reason: str) -> str:
+    """A rejection reason shortened to its kind, so counts group alike frames."""
+    return reason.split(';')[0].split(' (')[0][:80]
+
+
+def _both(own: FrameCounts, given: FrameCounts | None) -> tuple[FrameCounts, ...]:
+    """The tally to update: the one given (a camera's, whose sum over cameras is the total)
+    or else the pipeline's own."""
+    return (own if given is None else given,)
