@@ -1,7 +1,6 @@
 """The frame pipeline, signals and parameter rules shared by the node and replay (no ROS)."""
 
 import math
-import os
 import sys
 
 import pytest

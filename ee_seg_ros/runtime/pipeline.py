@@ -36,8 +36,9 @@ class FrameCounts:
     deadline_hits: int = 0
     guard_stops: int = 0
 
-    def balanced(self) -> bool:
-        return self.received == self.processed + self.dropped + self.rejected
+    def balanced(self, pending: int = 0) -> bool:
+        """``pending``: frames received and not yet settled (waiting for or in the model)."""
+        return self.received == self.processed + self.dropped + self.rejected + pending
 
 
 @dataclass
