@@ -606,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Bad input ends in one line on stderr and exit status 2, never a
     traceback; a failure we did not foresee says so in one line and exits 1
     (``EE_SEG_DEBUG=1`` shows its traceback)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:       # a refused argument (one line already) or --help
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:

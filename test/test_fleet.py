@@ -185,8 +185,8 @@ def test_fleet_percentiles_are_over_all_frames_not_averaged(world):
     def report(name, lats, diag):
         m = np.zeros((k, k), int)
         m[np.arange(k), np.arange(k)] = diag
-        series = [{'latency_ms': v, 'exit': 0, 'point': 'full', 'gmacs': 1.0, 'stopped': 0.0}
-                  for v in lats]
+        series = [{'latency_ms': v, 'total_ms': v, 'camera': 'c', 'wait_ms': 0.0, 'exit': 0,
+                   'point': 'full', 'gmacs': 1.0, 'stopped': 0.0} for v in lats]
         return {'_name': name, 'bag': name, 'series': series, 'confusion_matrix': m.tolist(),
                 'frames_received': len(lats), 'frames_processed': len(lats),
                 'frames_dropped': 0, 'frames_rejected': 0, 'frames_accounted': True,

@@ -66,9 +66,10 @@ class FleetSettings:
     fault: str | None = None      # FAULT_ENV, read once in the driver
 
     def identity(self, bundle_digest: str) -> dict:
-        """The settings that change a bag's figures: a resume must use the same ones."""
-        return {**{f'--{k.replace("_", "-")}': v for k, v in
-                   dataclasses.asdict(self.opts).items()},
+        """The settings that change a bag's figures: a resume must use the same ones, compared
+        as they are stored (JSON: tuples read back as lists)."""
+        return {**{f'--{k.replace("_", "-")}': list(v) if isinstance(v, tuple) else v
+                   for k, v in dataclasses.asdict(self.opts).items()},
                 '--model': str(Path(self.model).resolve()) if self.model else 'default',
                 'bundle sha256': bundle_digest, '--backend': self.backend,
                 '--precision': self.precision, '--device': self.device}

@@ -28,6 +28,8 @@ def frame_columns(report: dict) -> dict:
     return {'latency_ms': np.array([s['latency_ms'] for s in series], dtype=np.float64),
             # arrival to masks: what a deadline is measured on, as in a single bag's report
             'total_ms': np.array([s['total_ms'] for s in series], dtype=np.float64),
+            'wait_ms': np.array([s['wait_ms'] for s in series], dtype=np.float64),
+            'camera': np.array([s.get('camera', '') for s in series], dtype=object),
             'exit': np.array([s['exit'] for s in series], dtype=np.int64),
             'gmacs': np.array([s['gmacs'] for s in series], dtype=np.float64),
             'stopped': np.array([s['stopped'] for s in series], dtype=np.float64),
@@ -51,6 +53,68 @@ def _sum_dicts(reports: list[dict], key: str) -> dict:
     return dict(total)
 
 
+def _matrix_sum(sections: list[dict], key: str, k: int) -> ConfusionMatrix | None:
+    if not sections or any(s.get(key) is None for s in sections):
+        return None
+    total = ConfusionMatrix(k)
+    for s in sections:
+        total.mat += np.asarray(s[key], dtype=np.int64)
+    return total
+
+
+def merge_cameras(reports: list[dict], opts, k: int) -> dict:
+    """Each camera (by name) across the bags, merged as the totals are: counts and confusion
+    matrices summed, percentiles and the deadline hit rate over that camera's frames."""
+    merged: dict[str, dict] = {}
+    for r in reports:
+        cols = _cols(r)
+        for name, section in (r.get('cameras') or {}).items():
+            m = merged.setdefault(name, {'sections': [], 'cols': []})
+            m['sections'].append(section)
+            pick = cols['camera'] == name
+            m['cols'].append({key: cols[key][pick]
+                              for key in ('latency_ms', 'total_ms', 'wait_ms', 'gmacs')})
+    out = {}
+    for name, m in merged.items():
+        secs = m['sections']
+        col = {key: np.concatenate([c[key] for c in m['cols']])
+               for key in ('latency_ms', 'total_ms', 'wait_ms', 'gmacs')}
+        confusion = _matrix_sum(secs, 'confusion_matrix', k)
+        agreement = _matrix_sum(secs, 'agreement_matrix', k)
+        topics = [s['topics'] for s in secs]
+        points: Counter = Counter()
+        for s in secs:
+            points.update(s['operating_points_used'])
+        lat, total = col['latency_ms'], col['total_ms']
+        counts = {f: sum(s[f] for s in secs) for f in (
+            'frames_received', 'frames_processed', 'frames_dropped', 'frames_rejected',
+            'guard_stops', 'frames_scored', 'frames_without_label')}
+        out[name] = {
+            'topics': topics[0] if all(t == topics[0] for t in topics)
+            else {'image': 'differs per bag'},
+            **counts,
+            'rejected_reasons': _sum_dicts(secs, 'rejected_reasons'),
+            'frames_accounted': all(s['frames_accounted'] for s in secs),
+            'miou': round(confusion.miou() * 100, 3)
+            if confusion is not None and confusion.mat.sum() else None,
+            'latency_ms_p50': _pct(lat, 50), 'latency_ms_p95': _pct(lat, 95),
+            'latency_ms_p99': _pct(lat, 99),
+            'total_ms_p50': _pct(total, 50), 'total_ms_p95': _pct(total, 95),
+            'total_ms_p99': _pct(total, 99),
+            'wait_ms_mean': round(float(col['wait_ms'].mean()), 3) if total.size else None,
+            'deadline_hit_rate': round(float((total <= opts.budget_ms).mean()), 4)
+            if total.size else None,
+            'gmacs_mean': round(float(col['gmacs'].mean()), 4) if total.size else None,
+            'operating_points_used': dict(points),
+            'label_rejections': _sum_dicts(secs, 'label_rejections'),
+            'agreement_miou_with_full': round(agreement.miou() * 100, 3)
+            if agreement is not None and agreement.mat.sum() else None,
+            'confusion_matrix': confusion.mat.tolist() if confusion is not None else None,
+            'agreement_matrix': agreement.mat.tolist() if agreement is not None else None,
+        }
+    return out
+
+
 def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
                   engine: str) -> dict:
     """The fleet report from the reports of the bags that finished (``ok`` or ``skipped``)
@@ -61,6 +125,7 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
     cols = [_cols(r) for r in reports]
     lat = np.concatenate([c['latency_ms'] for c in cols]) if cols else np.zeros(0)
     total = np.concatenate([c['total_ms'] for c in cols]) if cols else np.zeros(0)
+    wait = np.concatenate([c['wait_ms'] for c in cols]) if cols else np.zeros(0)
     exit_taken = np.concatenate([c['exit'] for c in cols]) if cols else np.zeros(0, int)
     gmacs = np.concatenate([c['gmacs'] for c in cols]) if cols else np.zeros(0)
     stopped = np.concatenate([c['stopped'] for c in cols]) if cols else np.zeros(0)
@@ -115,6 +180,7 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
         'latency_ms_mean': round(float(lat.mean()), 3) if lat.size else None,
         'total_ms_p50': _pct(total, 50), 'total_ms_p95': _pct(total, 95),
         'total_ms_p99': _pct(total, 99),
+        'wait_ms_mean': round(float(wait.mean()), 3) if wait.size else None,
         'deadline_hit_rate': round(float((total <= opts.budget_ms).mean()), 4)
         if total.size else None,
         'guard_stops': sum(r['guard_stops'] for r in reports),
@@ -144,6 +210,7 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
         'agreement_matrix': agreement.mat.tolist() if agreement is not None else None,
         'full_latency_ms': [],
         'series': [],
+        'cameras': merge_cameras(reports, opts, k),
         'bags': bags,
     }
 
@@ -194,7 +261,7 @@ def write_fleet_plots(report: dict, reports: list[dict], out: Path) -> dict[str,
 def write_fleet_report(report: dict, files: dict[str, str], out: Path) -> None:
     """report.md, then report.json through a rename (its presence means a finished run)."""
     from ..outdir import write_text_atomic
-    from .report import summary_table
+    from .report import camera_table, summary_table
     bags = report['bags']
     md = [f'# Fleet replay: {len(bags)} bags', '',
           f'Policy `{report["policy"]}`, budget {report["budget_ms"]} ms, timing '
@@ -214,6 +281,9 @@ def write_fleet_report(report: dict, files: dict[str, str], out: Path) -> None:
             md += [f'| [{b["name"]}]({b["name"]}/report.md) | {b["miou"]} | '
                    f'{_rate(b["deadline_hit_rate"])} | {b["frames_processed"]} |'
                    for b in worst] + ['']
+    table = camera_table(report)
+    if table:
+        md += ['## Cameras over the fleet', '', table, '']
     if report['per_class_iou']:
         md += ['## Per-class IoU over the fleet', '', '| class | IoU (%) |', '|---|---|'] + [
             f'| {k} | {v} |' for k, v in report['per_class_iou'].items()] + ['']

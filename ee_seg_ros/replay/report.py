@@ -95,7 +95,10 @@ def build_report(state, counts: FrameCounts, opts, bundle, bag: str, out_bag: st
         for name, (cam_state, cam_counts) in cameras.items():
             section = build_report(cam_state, cam_counts, opts, bundle, bag, out_bag)
             report['cameras'][name] = {'topics': cam_state.topics,
-                                       **{k: section[k] for k in CAMERA_KEYS}}
+                                       **{k: section[k] for k in CAMERA_KEYS},
+                                       # raw counts, so the same camera merges across bags
+                                       'confusion_matrix': section['confusion_matrix'],
+                                       'agreement_matrix': section['agreement_matrix']}
     return report
 
 
