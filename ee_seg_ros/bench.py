@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import machine_description, pareto_front, sweep_policies
+from .points import machine_description, pareto_front, sweep_policies
 from .evaluate import format_table, sweep
 from .runtime import Segmenter
 

@@ -214,12 +214,3 @@ def compressed_to_rgb8(data, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if code is None:
         raise ImageDecodeError(f'compressed image has {channels} channels; expected 1, 3 or 4')
     return cv2.cvtColor(image, code)
-
-
-def encode_fields(array: np.ndarray, encoding: str) -> tuple[int, int, str, int, bytes]:
-    """(height, width, encoding, step, bytes) for an outgoing Image; little-endian."""
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == '>':
-        array = array.astype(array.dtype.newbyteorder('<'))
-    h, w = array.shape[:2]
-    return h, w, encoding, array.strides[0], array.tobytes()
