@@ -59,4 +59,4 @@ def test_demo_prints_and_reports_the_budget_it_chose(calibrated, tmp_path, capsy
     assert json.loads((out / 'report.json').read_text())['budget_ms'] == 80.0
     assert main(['demo', '--out', str(out), '--frames', '2', '--model', str(calibrated),
                  '--budget-ms', '-5']) == 2
-    assert 'must be positive' in capsys.readouterr().err
+    assert 'expected a positive number' in capsys.readouterr().err
