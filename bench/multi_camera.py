@@ -287,7 +287,8 @@ def main() -> int:
     from rclpy.node import Node
 
     from ee_seg_ros.bundle import load_bundle
-    from ee_seg_ros.cli import load_split
+    from ee_seg_ros.data.datasets import load_split
+    from ee_seg_ros.points import machine_description
     split = load_split('camvid', args.root, args.split)
     bundle = load_bundle(args.model or None)
     args.num_classes = bundle.labels.num_classes
@@ -324,7 +325,7 @@ def main() -> int:
         rclpy.shutdown()
     report = {'frames': n, 'rates_hz': rates, 'budget_ms': args.budget_ms,
               'threads_per_node': args.threads, 'results': results,
-              'machine': f'{os.cpu_count()} CPUs (shared with other work: see the README)'}
+              'machine': machine_description(args.threads)}
     by_mode = {r['mode']: r for r in results}
     if {'one_node', 'three_nodes'} <= set(by_mode):
         one, three = by_mode['one_node'], by_mode['three_nodes']
