@@ -113,7 +113,9 @@ def run_mode(mode: str, streams: dict, rates: dict, args, probe, spin) -> dict:
               'cpu_load.source': 'none', 'model.threads': args.threads}
     if args.model:
         common['model.path'] = args.model
-    tmp = Path(tempfile.mkdtemp(prefix=f'multi_camera_{mode}_'))
+    # node logs and params files; removed when this run is done (or at exit)
+    workdir = tempfile.TemporaryDirectory(prefix=f'multi_camera_{mode}_')
+    tmp = Path(workdir.name)
     nodes = Nodes(tmp)
     if mode == 'one_node':
         nodes.start('mc', {**common, 'cameras': list(CAMERAS)})
