@@ -81,7 +81,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.model_config:
         model = _model_config(args.model_config)
     extra, fraction = _synthetic_pool(args, train.spec, labels)
-    cfg = TrainConfig(out_dir=args.out, minutes=args.minutes, batch=args.batch,
+    steps = None
+    if args.steps:
+        steps = tuple(int(v) for v in args.steps)
+        if min(steps) < 0 or steps != args.steps:
+            raise ValueError(f'--steps {args.steps}: expected three whole numbers >= 0')
+    cfg = TrainConfig(out_dir=args.out, minutes=args.minutes, steps=steps, batch=args.batch,
                       threads=args.threads, device=args.device, seed=args.seed,
                       pause_range=args.pause_range, model=model,
                       crop=_crop(args.crop, images, TrainConfig.scale[0]),
@@ -436,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--minutes', default=(70.0, 8.0, 10.0),
                    type=_float_list(3, 'three comma-separated minutes, e.g. 70,8,10'),
                    help='wall-clock minutes of stage 1 (backbone), 2 (exits), 3 (pausing)')
+    p.add_argument('--steps', type=_float_list(3, 'three comma-separated step counts'),
+                   help='optimiser steps of the three stages instead of --minutes: the same '
+                        'run on any machine, busy or not')
     p.add_argument('--batch', type=_POSITIVE_INT, default=8)
     p.add_argument('--threads', type=_POSITIVE_INT, default=2)
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')

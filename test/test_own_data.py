@@ -51,7 +51,7 @@ def world(tmp_path_factory):
     arch = root / 'tiny.json'
     arch.write_text(json.dumps(TINY))
     assert ee_seg(['train', '--dataset', 'folder', '--root', str(data), '--out',
-                   str(root / 'run'), '--minutes', '0.2,0.05,0.05', '--batch', '4',
+                   str(root / 'run'), '--steps', '120,30,30', '--batch', '4',
                    '--model-config', str(arch), '--threads', '2']) == 0
     bundle = root / 'run' / 'bundle'
     assert ee_seg(['calibrate', '--dataset', 'folder', '--root', str(data), '--model',
