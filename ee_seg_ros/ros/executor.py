@@ -2,9 +2,8 @@
 
 rclpy's MultiThreadedExecutor (Humble to Jazzy, ros2/rclpy#1452) can yield a callback that was
 submitted to its thread pool but has not started yet over and over; its spin thread then loops
-holding the GIL and the pool threads barely run. bench/executor_round_trip.py measures it: with
-the Jazzy wheels an echo node's round trip had a p95 of about 1 s (0.8 ms single-threaded and
-with this executor). Waiting in ``submit`` until the pool thread has picked the callback up
+holding the GIL and the pool threads barely run (bench/executor_round_trip.py measures it;
+figures in the README). Waiting in ``submit`` until the pool thread has picked the callback up
 keeps the executor's shape (callbacks in their groups, on several threads) without the busy
 loop.
 """
