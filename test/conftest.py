@@ -22,15 +22,35 @@ def tiny_config() -> ModelConfig:
     return ModelConfig(**TINY)
 
 
-@pytest.fixture
-def tiny_model(tiny_config) -> MultiExitSegmenter:
+def sharpened_tiny_model(config: ModelConfig | None = None) -> MultiExitSegmenter:
+    """The tiny network, seeded, with its random exit heads sharpened so confidences spread
+    over (0, 1) and stop rules bite."""
     torch.manual_seed(0)
-    model = MultiExitSegmenter(tiny_config).eval()
-    # Sharpen the random exit heads so confidences spread over (0, 1) and stop rules bite.
+    model = MultiExitSegmenter(config or ModelConfig(**TINY)).eval()
     with torch.no_grad():
         for head in model.exits:
             head.cls.weight.mul_(60.0)
     return model
+
+
+def calibrated_tiny_bundle(root, size, val_frames: int, val_seed: int = 2):
+    """A calibrated tiny CamVid-class bundle at ROOT/bundle, with the synthetic CamVid-layout
+    data it was calibrated on at ROOT/data (3 train frames, ``val_frames`` val frames)."""
+    from ee_seg_ros.bundle import save_bundle
+    from ee_seg_ros.cli import main
+    from ee_seg_ros.data.labels import CAMVID
+    from ee_seg_ros.data.synthetic import write_camvid_layout
+    bundle = save_bundle(root / 'bundle', sharpened_tiny_model(), CAMVID)
+    write_camvid_layout(root / 'data', 'train', 3, seed=1, size=size)
+    write_camvid_layout(root / 'data', 'val', val_frames, seed=val_seed, size=size)
+    assert main(['calibrate', '--model', str(bundle), '--root', str(root / 'data'),
+                 '--quiet', '--threads', '1']) == 0
+    return bundle
+
+
+@pytest.fixture
+def tiny_model(tiny_config) -> MultiExitSegmenter:
+    return sharpened_tiny_model(tiny_config)
 
 
 @pytest.fixture

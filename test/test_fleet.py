@@ -16,10 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ee_seg_ros.bundle import save_bundle
 from ee_seg_ros.cli import main as ee_seg
-from ee_seg_ros.data.labels import CAMVID
-from ee_seg_ros.data.synthetic import write_camvid_layout
 from ee_seg_ros.replay.bagio import BATTERY, BagWriter
 from ee_seg_ros.replay.fleet import FAULT_ENV, BagOutcome, discover
 from ee_seg_ros.replay.make_bag import bag_from_images
@@ -38,21 +35,9 @@ def _split(src: Path, names: list[str], dst: Path) -> None:
 
 @pytest.fixture(scope='module')
 def world(tmp_path_factory):
-    import torch
-
-    from conftest import TINY
-    from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
+    from conftest import calibrated_tiny_bundle
     root = tmp_path_factory.mktemp('fleet')
-    torch.manual_seed(0)
-    model = MultiExitSegmenter(ModelConfig(**TINY)).eval()
-    with torch.no_grad():
-        for head in model.exits:
-            head.cls.weight.mul_(60.0)
-    bundle = save_bundle(root / 'bundle', model, CAMVID)
-    write_camvid_layout(root / 'data', 'train', 3, seed=1, size=SIZE)
-    write_camvid_layout(root / 'data', 'val', 7, seed=2, size=SIZE)
-    assert ee_seg(['calibrate', '--model', str(bundle), '--root', str(root / 'data'),
-                   '--quiet', '--threads', '1']) == 0
+    bundle = calibrated_tiny_bundle(root, SIZE, 7, val_seed=2)
     names = sorted(p.name for p in (root / 'data' / 'val').iterdir())
     parts = [names[:3], names[3:4], names[4:]]           # 3 + 1 + 3 frames: unequal bags
     drives = root / 'drives'

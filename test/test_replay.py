@@ -5,10 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ee_seg_ros.bundle import save_bundle
 from ee_seg_ros.cli import main as ee_seg
-from ee_seg_ros.data.labels import CAMVID
-from ee_seg_ros.data.synthetic import write_camvid_layout
 from ee_seg_ros.outdir import OutputError
 from ee_seg_ros.replay.bagio import IMAGE, BagError, BagReader, BagWriter
 from ee_seg_ros.replay.make_bag import IMAGE_TOPIC, bag_from_images
@@ -18,21 +15,9 @@ SIZE = (72, 100)
 
 @pytest.fixture(scope='module')
 def world(tmp_path_factory):
-    import torch
-
-    from conftest import TINY
-    from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
+    from conftest import calibrated_tiny_bundle
     root = tmp_path_factory.mktemp('replay')
-    torch.manual_seed(0)
-    model = MultiExitSegmenter(ModelConfig(**TINY)).eval()
-    with torch.no_grad():
-        for head in model.exits:
-            head.cls.weight.mul_(60.0)
-    bundle = save_bundle(root / 'bundle', model, CAMVID)
-    write_camvid_layout(root / 'data', 'train', 3, seed=1, size=SIZE)
-    write_camvid_layout(root / 'data', 'val', 6, seed=2, size=SIZE)
-    assert ee_seg(['calibrate', '--model', str(bundle), '--root', str(root / 'data'),
-                   '--quiet', '--threads', '1']) == 0
+    bundle = calibrated_tiny_bundle(root, SIZE, 6, val_seed=2)
     bag = bag_from_images(root / 'data' / 'val', root / 'bag', root / 'data' / 'valannot',
                           rate=5, battery_trace='drain:0.5,0.05', cpu_trace='spike:0.2,0.6,0.95')
     return {'root': root, 'bundle': bundle, 'bag': bag}

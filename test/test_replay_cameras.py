@@ -6,11 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from ee_seg_ros.bundle import save_bundle
 from ee_seg_ros.cli import main as ee_seg
 from ee_seg_ros.data.folder import read_rgb
-from ee_seg_ros.data.labels import CAMVID
-from ee_seg_ros.data.synthetic import write_camvid_layout
 from ee_seg_ros.replay.bagio import BagReader, BagWriter
 from ee_seg_ros.replay.cameras import camera_names
 
@@ -21,21 +18,9 @@ T0 = 1_700_000_000_000_000_000
 @pytest.fixture(scope='module')
 def world(tmp_path_factory):
     import cv2
-    import torch
-
-    from conftest import TINY
-    from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
+    from conftest import calibrated_tiny_bundle
     root = tmp_path_factory.mktemp('cameras')
-    torch.manual_seed(0)
-    model = MultiExitSegmenter(ModelConfig(**TINY)).eval()
-    with torch.no_grad():
-        for head in model.exits:
-            head.cls.weight.mul_(60.0)
-    bundle = save_bundle(root / 'bundle', model, CAMVID)
-    write_camvid_layout(root / 'data', 'train', 3, seed=1, size=SIZE)
-    write_camvid_layout(root / 'data', 'val', 8, seed=3, size=SIZE)
-    assert ee_seg(['calibrate', '--model', str(bundle), '--root', str(root / 'data'),
-                   '--quiet', '--threads', '1']) == 0
+    bundle = calibrated_tiny_bundle(root, SIZE, 8, val_seed=3)
     files = sorted((root / 'data' / 'val').glob('*.png'))
     frames = [read_rgb(p) for p in files]
     labels = [cv2.imread(str(root / 'data' / 'valannot' / p.name), cv2.IMREAD_UNCHANGED)
