@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -51,23 +50,13 @@ def main(args: list[str] | None = None) -> int:
         # a second Ctrl-C while cleaning up must not turn a clean stop into a traceback
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stopping.set()
-        # End the spin loop first (as Ctrl-C does, through the context) and only then shut the
-        # executor down: rclpy's Executor.shutdown destroys the guard condition the spin thread
-        # waits on without waiting for that thread (a suspected cause of one crash at exit).
-        rclpy.try_shutdown()
+        executor.shutdown(timeout_sec=5.0)
         # the executor thread is a daemon: left running, the interpreter would stop it in the
         # middle of a callback as the process exits (seen once in a test run as half a
         # traceback at shutdown)
-        spinner.join(timeout=10.0)
-        if spinner.is_alive():
-            # a callback is still running (a very busy machine): destroying the node under it
-            # would free what it uses, so leave without tearing the node down
-            print('[ee_segmenter] callbacks still running at shutdown; exiting without '
-                  'destroying the node', file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(0)
-        executor.shutdown(timeout_sec=0)
+        spinner.join(timeout=5.0)
         node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 
