@@ -104,7 +104,7 @@ def test_counts_balance_per_camera_and_in_total_in_any_order():
                 s.rejected(w.camera, 'bad image: test (details)')
         assert s.balanced()
     total = s.total()
-    assert total.balanced(s.waiting())
+    assert total.balanced() and total.pending == s.waiting()
     assert total.reasons == {'bad image: test': total.rejected}
 
 
@@ -231,3 +231,20 @@ def test_the_cameras_frame_rates_move_the_point_before_drops_start(tmp_path, tin
     assert shared.allowance(w.camera, w.arrival) == (100.0 if expected == 'full' else 10.0)
     result = shared.run(w, Frame(random_rgb(60, 80)), Signals(), now=w.arrival)
     assert result.decision.point.policy == expected
+
+
+def test_counts_read_while_a_frame_is_in_the_model_still_add_up(shared):
+    """The 1 Hz summary reads the counts at any moment: a frame taken and not yet settled is
+    ``pending``, and processing it moves it to ``processed`` in one step."""
+    shared.offer('front', 0, 0.0)
+    shared.offer('rear', 1, 0.0)
+    w = shared.scheduler.take()
+    front = shared.scheduler.snapshot('front')
+    assert (front.received, front.processed, front.pending) == (1, 0, 1) and front.balanced()
+    assert shared.scheduler.total().pending == 2 and shared.scheduler.total().balanced()
+    result = shared.run(w, Frame(random_rgb(60, 80), 1.0, 'front'), Signals(), now=0.01)
+    front = shared.scheduler.snapshot('front')
+    assert (front.processed, front.pending) == (1, 0) and front.balanced()
+    record = shared.finish(w, result, Signals(), stamp_ns=0)
+    assert record.camera_counts.pending == 0 and record.total_counts.pending == 1
+    assert FrameRecord.from_values(record.to_values(), 0).total_counts.pending == 1

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
 
 
 def main(args: list[str] | None = None) -> int:
+    # a crash inside a C extension (rclpy, torch) prints every thread's Python stack to the
+    # log instead of a bare exit code
+    faulthandler.enable()
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException

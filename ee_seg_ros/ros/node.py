@@ -416,6 +416,7 @@ class SegmenterNode(Node):
         total = np.array([r.total_ms for r in window]) if window else None
         out = {'frames_received': counts.received, 'frames_processed': counts.processed,
                'frames_dropped': counts.dropped, 'frames_rejected': counts.rejected,
+               'frames_pending': counts.pending,
                'rejected_reasons': dict(counts.reasons), 'deadline_hits': counts.deadline_hits,
                'guard_stops': counts.guard_stops, 'frames_last_second': len(window)}
         if total is not None:   # arrival to masks published, over the last second

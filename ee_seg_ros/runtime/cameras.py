@@ -132,6 +132,18 @@ class CameraScheduler:
         with self._lock:
             self._busy.discard(camera)
 
+    def settle(self, camera: str, outcome: FrameCounts) -> None:
+        """A taken frame's outcome (what ``Pipeline.step`` counted) added to the camera's counts
+        and the frame released in one step, so counts read meanwhile still add up."""
+        with self._lock:
+            c = self.counts[camera]
+            c.processed += outcome.processed
+            c.dropped += outcome.dropped
+            c.rejected += outcome.rejected
+            c.reasons.update(outcome.reasons)
+            c.guard_stops += outcome.guard_stops
+            self._busy.discard(camera)
+
     def wait(self, timeout: float) -> Waiting | None:
         """``take``, waiting up to ``timeout`` seconds for a frame."""
         with self._ready:
@@ -176,6 +188,7 @@ class CameraScheduler:
                 out.deadline_hits += c.deadline_hits
                 out.guard_stops += c.guard_stops
                 out.reasons.update(c.reasons)
+            out.pending = len(self._slots) + len(self._busy)
             return out
 
     def snapshot(self, camera: str) -> FrameCounts:
@@ -183,13 +196,17 @@ class CameraScheduler:
         with self._lock:
             c = self.counts[camera]
             return FrameCounts(c.received, c.processed, c.dropped, c.rejected,
-                               c.reasons.copy(), c.deadline_hits, c.guard_stops)
+                               c.reasons.copy(), c.deadline_hits, c.guard_stops,
+                               self._pending(camera))
+
+    def _pending(self, camera: str) -> int:
+        return int(camera in self._slots) + int(camera in self._busy)
 
     def balanced(self) -> bool:
         """received = processed + dropped + rejected + waiting + in flight, per camera (and
         so in total)."""
         with self._lock:
-            return all(c.balanced(int(name in self._slots) + int(name in self._busy))
+            return all(c.received == c.processed + c.dropped + c.rejected + self._pending(name)
                        for name, c in self.counts.items())
 
     # -- load ------------------------------------------------------------------------------
@@ -268,12 +285,11 @@ class SharedPipeline:
         """Segment a taken frame. ``now`` (the scheduler's clock) is when inference starts, so
         the frame's wait is ``now - arrival``. None when inference failed (rejected)."""
         camera = waiting.camera
+        outcome = FrameCounts()
         result = self.pipeline.step(
             frame, signals, want_exit_map, waited_ms=max(now - waiting.arrival, 0.0) * 1e3,
-            limit_ms=self.allowance(camera, now), lane=camera,
-            counts=self.scheduler.counts[camera])
-        if result is None:
-            self.scheduler.release(camera)
+            limit_ms=self.allowance(camera, now), lane=camera, counts=outcome)
+        self.scheduler.settle(camera, outcome)
         return result
 
     def finish(self, waiting: Waiting, result: StepResult, signals: Signals, stamp_ns: int,
@@ -286,7 +302,6 @@ class SharedPipeline:
         total = result.waited_ms + result.segmentation.latency_ms if total_ms is None \
             else total_ms
         self.pipeline.finish(result, total, counts=counts)
-        self.scheduler.release(camera)
         index = self._index[camera]
         self._index[camera] += 1
         return FrameRecord.of(result, signals, total,

@@ -26,7 +26,9 @@ class Frame:
 
 @dataclass
 class FrameCounts:
-    """Every frame that enters is processed, dropped (replaced by a newer one) or rejected."""
+    """Every frame that enters is processed, dropped (replaced by a newer one) or rejected;
+    ``pending`` counts those not settled yet (waiting for or in the model) when the counts were
+    read, so a snapshot taken at any moment adds up."""
 
     received: int = 0
     processed: int = 0
@@ -35,10 +37,10 @@ class FrameCounts:
     reasons: Counter = field(default_factory=Counter)
     deadline_hits: int = 0
     guard_stops: int = 0
+    pending: int = 0
 
-    def balanced(self, pending: int = 0) -> bool:
-        """``pending``: frames received and not yet settled (waiting for or in the model)."""
-        return self.received == self.processed + self.dropped + self.rejected + pending
+    def balanced(self) -> bool:
+        return self.received == self.processed + self.dropped + self.rejected + self.pending
 
 
 @dataclass

@@ -19,16 +19,18 @@ from ..control import Signals  # noqa: I100
 
 @dataclass(frozen=True)
 class Counts:
-    """Frame counts at one moment: received = processed + dropped + rejected (+ in flight)."""
+    """Frame counts at one moment: received = processed + dropped + rejected + pending."""
 
     received: int = 0
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
+    pending: int = 0     # waiting for or in the model when counted
 
     @classmethod
     def of(cls, counts: FrameCounts) -> 'Counts':
-        return cls(counts.received, counts.processed, counts.dropped, counts.rejected)
+        return cls(counts.received, counts.processed, counts.dropped, counts.rejected,
+                   counts.pending)
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,11 @@ class FrameRecord:
             'cpu_tier': self.cpu_tier, 'decode_ms': f'{self.decode_ms:.3f}',
             'frames_received': str(c.received), 'frames_processed': str(c.processed),
             'frames_dropped': str(c.dropped), 'frames_rejected': str(c.rejected),
+            'frames_pending': str(c.pending),
             'total_frames_received': str(t.received),
             'total_frames_processed': str(t.processed),
-            'total_frames_dropped': str(t.dropped), 'total_frames_rejected': str(t.rejected)}
+            'total_frames_dropped': str(t.dropped), 'total_frames_rejected': str(t.rejected),
+            'total_frames_pending': str(t.pending)}
 
     @classmethod
     def from_values(cls, values: dict[str, str], stamp_ns: int, frame_id: str = '',
