@@ -6,6 +6,10 @@ holding the GIL and the pool threads barely run (bench/executor_round_trip.py me
 figures in the README). Waiting in ``submit`` until the pool thread has picked the callback up
 keeps the executor's shape (callbacks in their groups, on several threads) without the busy
 loop.
+
+``shutdown`` also waits for the callbacks already running, as rclpy's later releases do
+(ros2/rclpy#1309): the Jazzy wheels' base class returns without waiting for them, so a node
+destroyed right after could be torn down under a running callback.
 """
 
 from __future__ import annotations
@@ -38,3 +42,9 @@ class PromptMultiThreadedExecutor(MultiThreadedExecutor):
         if isinstance(pool, ThreadPoolExecutor):
             pool.shutdown(wait=False)
             self._executor = _StartingPool(num_threads)
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        """Stop taking work, then wait for the pool's running callbacks to return."""
+        done = super().shutdown(timeout_sec=timeout_sec)
+        self._executor.shutdown(wait=True)
+        return done

@@ -1,4 +1,11 @@
-"""Entry point of the ``segmenter`` executable (``ros2 run ee_seg_ros segmenter``)."""
+"""Entry point of the ``segmenter`` executable (``ros2 run ee_seg_ros segmenter``).
+
+The process stops in one fixed order, on the main thread: SIGINT and SIGTERM (Ctrl-C,
+``ros2 launch`` stopping us) only ask the inference loop to end, instead of rclpy's own
+handlers, which shut the context down from a thread of their own while frames are still being
+published and callbacks run. Then the executor stops, its threads are joined, the node is
+destroyed and rclpy is shut down.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,31 @@ import faulthandler
 import signal
 import sys
 import threading
+from types import FrameType
 
 
 def main(args: list[str] | None = None) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # before the imports and the warm-up, which take seconds: a stop asked for then is kept
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
     # a crash inside a C extension (rclpy, torch) prints every thread's Python stack to the
     # log instead of a bare exit code
     faulthandler.enable()
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from ..bundle import BundleError
     from .executor import PromptMultiThreadedExecutor
     from .node import SegmenterNode
 
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SegmenterNode()
     except (BundleError, ParameterException, ValueError, OSError) as err:
@@ -30,35 +47,28 @@ def main(args: list[str] | None = None) -> int:
     executor = PromptMultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
 
-    stopping = threading.Event()
-
     def spin() -> None:
         try:
             executor.spin()
         except ExternalShutdownException:
-            pass  # Ctrl-C or `ros2 launch` stopping us: a clean stop
+            pass  # the context was shut down from outside
         except Exception:
-            if rclpy.ok() and not stopping.is_set():
+            if not stop.is_set():
                 raise
-            # the context or the node went away under a callback while stopping: still clean
+            # an entity went away under the wait while stopping: still a clean stop
 
     # callbacks (camera intake, telemetry, parameters) on the executor's threads; inference
     # here, on the thread that loaded and warmed up the network (see SegmenterNode.serve_frames)
     spinner = threading.Thread(target=spin, name='executor', daemon=True)
     spinner.start()
     try:
-        node.serve_frames(lambda: spinner.is_alive() and rclpy.ok())
-    except KeyboardInterrupt:
-        pass
+        node.serve_frames(lambda: not stop.is_set() and spinner.is_alive() and rclpy.ok())
     finally:
-        # a second Ctrl-C while cleaning up must not turn a clean stop into a traceback
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stopping.set()
-        executor.shutdown(timeout_sec=5.0)
-        # the executor thread is a daemon: left running, the interpreter would stop it in the
-        # middle of a callback as the process exits (seen once in a test run as half a
-        # traceback at shutdown)
-        spinner.join(timeout=5.0)
+        stop.set()
+        executor.shutdown(timeout_sec=5.0)    # wakes the spin thread and joins the callbacks
+        spinner.join(timeout=10.0)
+        if spinner.is_alive():
+            print('[ee_segmenter] the executor thread did not stop within 10 s', file=sys.stderr)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
