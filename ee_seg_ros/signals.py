@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from .control import Signals
 
 BATTERY_SCALES = ('auto', 'unit', 'percent')
-CPU_SOURCES = ('topic', 'diagnostics', 'local', 'none')
+# 'topic+local' / 'diagnostics+local': the reported load and this machine's own, whichever is
+# higher (a replayed drive's recorded load, and what the bag player and recorder really take)
+CPU_SOURCES = ('topic', 'diagnostics', 'local', 'topic+local', 'diagnostics+local', 'none')
 CHARGING_STATUSES = (1, 4)  # BatteryState.POWER_SUPPLY_STATUS_CHARGING, _FULL
 CPU_DIAGNOSTIC_KEY = 'CPU Load Average'
 
@@ -122,7 +124,8 @@ class SignalState:
         self.stale_after_s = stale_after_s
         self.battery = _Reading()
         self.charging = False
-        self.cpu = _Reading()
+        self.cpu = _Reading()          # reported: a topic, /diagnostics or a bag
+        self.cpu_local = _Reading()    # measured on this machine (LocalCpuLoad)
 
     def set_battery(self, fraction: float | None, charging: bool, now: float) -> None:
         self.battery = _Reading(fraction, now)
@@ -130,6 +133,9 @@ class SignalState:
 
     def set_cpu(self, fraction: float | None, now: float) -> None:
         self.cpu = _Reading(fraction, now)
+
+    def set_local_cpu(self, fraction: float | None, now: float) -> None:
+        self.cpu_local = _Reading(fraction, now)
 
     def _fresh(self, reading: _Reading, now: float) -> tuple[float | None, bool]:
         if reading.stamp is None:
@@ -141,6 +147,10 @@ class SignalState:
     def snapshot(self, now: float) -> Signals:
         battery, b_stale = self._fresh(self.battery, now)
         cpu, c_stale = self._fresh(self.cpu, now)
+        local, l_stale = self._fresh(self.cpu_local, now)
+        if local is not None:       # the controller is never blind to CPU really taken
+            cpu = local if cpu is None else max(cpu, local)
+        c_stale = (c_stale or l_stale) and cpu is None
         charging = self.charging and not b_stale
         return Signals(battery=battery, charging=charging, cpu_load=cpu,
                        stale=b_stale or c_stale)

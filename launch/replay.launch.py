@@ -51,6 +51,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('latency_budget_ms', default_value='',
                               description='when given, overrides params_file'),
         DeclareLaunchArgument('namespace', default_value=''),
+        DeclareLaunchArgument('cpu_load_source', default_value='topic+local',
+                              description="the node's cpu_load.source: by default the bag's "
+                                          'recorded load or, when higher, what this machine '
+                                          'really has taken (the player and the recorder '
+                                          'among it), so the controller never plans blind'),
         DeclareLaunchArgument('rate', default_value='1.0', description='playback rate'),
         DeclareLaunchArgument('play_delay_s', default_value='5.0',
                               description='wait between the player starting and its first '
@@ -65,6 +70,7 @@ def generate_launch_description() -> LaunchDescription:
             launch_arguments={'params_file': arg('params_file'),
                               'image_topic': arg('image_topic'),
                               'latency_budget_ms': arg('latency_budget_ms'),
+                              'cpu_load_source': arg('cpu_load_source'),
                               'namespace': arg('namespace'), 'use_sim_time': 'true'}.items()),
         ExecuteProcess(cmd=['ros2', 'bag', 'record', '-o', arg('record'), '--storage',
                             arg('storage'), '--regex',

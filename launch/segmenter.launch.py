@@ -1,10 +1,10 @@
 """Start the ee_segmenter node: ros2 launch ee_seg_ros segmenter.launch.py [arg:=value ...].
 
-`latency_budget_ms`, `use_sim_time` and `cameras` (``cameras:="['front','rear']"``) override the
-params file only when given; with cameras, remap each ``N/image`` as usual (``image_topic``
-is for the one-camera node). A params
-file that does not exist, a bad argument, or a node that exits with an error (a bad parameter
-or a bundle that does not load) ends the launch with a non-zero exit code.
+`latency_budget_ms`, `use_sim_time`, `cpu_load_source` and `cameras`
+(``cameras:="['front','rear']"``) override the params file only when given; with cameras,
+remap each ``N/image`` as usual (``image_topic`` is for the one-camera node). A params file
+that does not exist, a bad argument, or a node that exits with an error (a bad parameter or a
+bundle that does not load) ends the launch with a non-zero exit code.
 """
 
 from launch import LaunchDescription
@@ -39,7 +39,8 @@ def _start(context):
         output='screen',
         emulate_tty=True,
         parameters=node_parameters(arg('params_file'), arg('latency_budget_ms'),
-                                   arg('use_sim_time'), arg('cameras')),
+                                   arg('use_sim_time'), arg('cameras'),
+                                   arg('cpu_load_source')),
         remappings=[
             ('image', image_topic),
             ('image/compressed', [image_topic, '/compressed']),
@@ -67,6 +68,10 @@ def generate_launch_description() -> LaunchDescription:
                                           'N/image in, ~/N/mask ... out; when given, '
                                           'overrides params_file (default: one camera on '
                                           'image_topic).'),
+        DeclareLaunchArgument('cpu_load_source', default_value='',
+                              description='topic, diagnostics, local, topic+local, '
+                                          'diagnostics+local or none; when given, overrides '
+                                          'params_file.'),
         DeclareLaunchArgument('use_sim_time', default_value='',
                               description='Use /clock (bag replay with --clock); when given, '
                                           'overrides params_file.'),

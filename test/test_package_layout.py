@@ -79,6 +79,10 @@ def test_launch_arguments_override_the_params_file_only_when_given(tmp_path):
     for bad in ('[]', '[1, 2]', '{a: 1}'):
         with pytest.raises(LaunchArgumentError, match='cameras'):
             node_parameters(str(params), cameras=bad)
+    assert node_parameters(str(params), cpu_load_source='topic+local')[1] == {
+        'cpu_load.source': 'topic+local'}
+    with pytest.raises(LaunchArgumentError, match='cpu_load_source'):
+        node_parameters(str(params), cpu_load_source='load average')
 
 
 def test_a_node_that_exits_with_an_error_fails_the_launch_but_a_stop_does_not():

@@ -100,6 +100,21 @@ def test_stale_inputs_count_as_unknown():
     assert SignalState().snapshot(0.0) == Signals()     # never received: unknown, not stale
 
 
+def test_a_reported_and_a_local_cpu_load_give_the_higher_one():
+    """topic+local: a bag's recorded load steers the controller, but CPU really taken on this
+    machine (the bag player, the recorder) is never hidden behind a lower recorded value."""
+    state = SignalState(stale_after_s=2.0)
+    state.set_cpu(0.3, 10.0)
+    state.set_local_cpu(0.9, 10.0)
+    assert state.snapshot(10.5).cpu_load == 0.9
+    state.set_local_cpu(0.1, 11.0)
+    assert state.snapshot(11.5).cpu_load == 0.3
+    late = state.snapshot(12.9)              # the reported one went quiet: the local one holds
+    assert late.cpu_load == 0.1 and not late.stale
+    gone = state.snapshot(20.0)              # both quiet: unknown and stale
+    assert gone.cpu_load is None and gone.stale
+
+
 def test_parameter_rules():
     defaults = {p.name: p.default for p in PARAMS}
     for name, value in defaults.items():

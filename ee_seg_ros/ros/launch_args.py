@@ -33,7 +33,8 @@ def camera_names(text: str) -> list[str]:
 
 
 def node_parameters(params_file: str, latency_budget_ms: str = '',
-                    use_sim_time: str = '', cameras: str = '') -> list[Any]:
+                    use_sim_time: str = '', cameras: str = '',
+                    cpu_load_source: str = '') -> list[Any]:
     """The node's ``parameters``: the file, then only the launch arguments that were given
     (later entries win in launch_ros)."""
     if not os.path.isfile(params_file):
@@ -52,6 +53,12 @@ def node_parameters(params_file: str, latency_budget_ms: str = '',
         overrides['use_sim_time'] = flag == 'true'
     if cameras.strip():
         overrides['cameras'] = camera_names(cameras)
+    if cpu_load_source.strip():
+        from ..signals import CPU_SOURCES
+        if cpu_load_source.strip() not in CPU_SOURCES:
+            raise LaunchArgumentError(f'cpu_load_source:={cpu_load_source!r} must be one of '
+                                      f"{', '.join(CPU_SOURCES)}")
+        overrides['cpu_load.source'] = cpu_load_source.strip()
     return [params_file] + ([overrides] if overrides else [])
 
 

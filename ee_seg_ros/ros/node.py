@@ -141,14 +141,14 @@ class SegmenterNode(Node):
                                      camera_qos, callback_group=intake)
         self.create_subscription(BatteryState, 'battery_state', self._on_battery, 10,
                                  callback_group=telemetry)
-        source = values['cpu_load.source']
-        if source == 'topic':
+        sources = values['cpu_load.source'].split('+')
+        if 'topic' in sources:
             self.create_subscription(Float32, 'cpu_load', self._on_cpu, 10,
                                      callback_group=telemetry)
-        elif source == 'diagnostics':
+        if 'diagnostics' in sources:
             self.create_subscription(DiagnosticArray, '/diagnostics', self._on_cpu_diagnostics,
                                      10, callback_group=telemetry)
-        elif source == 'local':
+        if 'local' in sources:
             self._local_cpu = LocalCpuLoad()
             self.create_timer(1.0, self._on_local_cpu, callback_group=telemetry)
 
@@ -290,7 +290,7 @@ class SegmenterNode(Node):
         self._note('cpu', self.signal_inputs.cpu_diagnostics(msg, self._now()))
 
     def _on_local_cpu(self) -> None:
-        self.signals.set_cpu(self._local_cpu.read(), self._now())
+        self.signals.set_local_cpu(self._local_cpu.read(), self._now())
 
     # -- one frame -----------------------------------------------------------------------------
     def _process(self, waiting: Waiting) -> None:

@@ -64,7 +64,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('battery.percentage_scale', 'auto', 'BatteryState.percentage as unit (0..1), '
               'percent (0..100) or auto.', choices=BATTERY_SCALES),
     ParamSpec('cpu_load.source', 'topic', 'CPU load from the cpu_load topic (Float32), '
-              '/diagnostics (cpu_monitor), the local machine, or none.', choices=CPU_SOURCES,
+              '/diagnostics (cpu_monitor), the local machine, the higher of a reported and '
+              'the local load (topic+local, diagnostics+local), or none.', choices=CPU_SOURCES,
               read_only=True),
     ParamSpec('cpu_load.high', 0.8, 'CPU load above which the controller expects slower '
               'frames.', low=0.05, high=1.0, number=True),
