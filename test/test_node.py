@@ -415,6 +415,7 @@ def test_scoring_what_the_live_node_published_matches_offline_replay(probe, segm
     online = json.loads((tmp_path / 'online' / 'report.json').read_text())
     offline = json.loads((tmp_path / 'offline' / 'report.json').read_text())
     assert online['frames_processed'] == offline['frames_processed'] == 5
+    assert (online['frames_in_bag'], online['frames_lost']) == (5, 0)     # reliable input
     assert online['miou'] == pytest.approx(offline['miou'], abs=1e-3)
     assert online['per_class_iou'] == pytest.approx(offline['per_class_iou'], abs=1e-3)
 

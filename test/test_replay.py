@@ -168,6 +168,33 @@ def test_score_reads_back_what_replay_recorded(world, tmp_path):
                    '--out', str(scored), '--model', str(world['bundle'])]) == 0
     assert load(scored)['miou'] == pytest.approx(load(out)['miou'])
     assert load(scored)['frames_processed'] == 6
+    assert (load(scored)['frames_in_bag'], load(scored)['frames_lost']) == (6, 0)
+
+
+def test_score_counts_the_frames_that_never_reached_the_node(world, tmp_path):
+    """A recording whose node saw 4 of the bag's 6 frames (as a best-effort subscriber can):
+    score says 6 in the bag, 2 lost before the node, and prints it."""
+    out = tmp_path / 'r'
+    assert replay(world, out, '--policy', 'full') == 0
+    cut = tmp_path / 'cut'
+    writer = BagWriter(cut)
+    with BagReader(out / 'output_bag') as bag:
+        kept = {c.topic: 0 for c in bag.connections}
+        for conn, time_ns, raw in bag.reader.messages(connections=bag.connections):
+            if conn.topic.endswith(('/mask', '/exit_stats')):
+                kept[conn.topic] += 1
+                if kept[conn.topic] > 4:
+                    continue
+            writer.write_raw(conn.topic, conn.msgtype, time_ns, raw)
+    writer.close()
+    scored = tmp_path / 's'
+    assert ee_seg(['score', str(cut), '--labels', str(world['bag']), '--out', str(scored),
+                   '--model', str(world['bundle'])]) == 0
+    report = load(scored)
+    assert (report['frames_in_bag'], report['frames_received'], report['frames_lost']) == \
+        (6, 4, 2)
+    assert '| frames in the input bag / lost before the node | 6 / 2 |' in \
+        (scored / 'report.md').read_text()
 
 
 def test_bag_from_images_refuses_bad_arguments(world, tmp_path):

@@ -98,6 +98,7 @@ def test_score_reads_a_multi_camera_recording_per_camera(world, tmp_path):
         assert s['cameras'][cam]['miou'] == pytest.approx(r['cameras'][cam]['miou'])
         assert s['cameras'][cam]['frames_processed'] == 4
     assert s['frames_processed'] == 8 and s['frames_accounted']
+    assert (s['frames_in_bag'], s['frames_lost']) == (8, 0)
 
 
 def test_realtime_shares_the_model_and_counts_per_camera(world, tmp_path):

@@ -88,6 +88,17 @@ def _mono_array(msg) -> np.ndarray:
     return np.asarray(msg.data).reshape(msg.height, msg.width)
 
 
+def _frames_in_bag(bag: BagReader, names: list[str]) -> dict[str, int]:
+    """Each recorded camera's frames in the input bag: its one camera topic, or with several
+    cameras the topic whose camera name matches."""
+    from .cameras import camera_names, colour_camera_topics
+    if len(names) == 1:
+        return {names[0]: bag.count(bag.camera_topic().topic)}
+    topics = colour_camera_topics(bag)
+    by_name = dict(zip(camera_names(topics), topics))
+    return {n: bag.count(by_name[n]) for n in names if n in by_name}
+
+
 def score_recording(recorded: str | Path, out: str | Path, labels: str | None = None,
                     model: str | None = None, budget_ms: float | None = None,
                     overwrite: bool = False, log=print) -> dict:
@@ -136,6 +147,7 @@ def score_recording(recorded: str | Path, out: str | Path, labels: str | None = 
                 except ValueError as err:
                     cam.bad_records[str(err)] += 1
     folder = None
+    in_bag: dict[str, int] = {}          # camera name -> its frames in the input bag
     if labels is not None:
         if Path(labels).is_dir() and not (Path(labels) / 'metadata.yaml').exists():
             folder = LabelSource(labels)
@@ -148,6 +160,7 @@ def score_recording(recorded: str | Path, out: str | Path, labels: str | None = 
                 for m in lb.messages(label_topics):
                     if m.msg is not None:
                         gt.setdefault(m.topic, {})[stamp_ns(m.msg)] = _mono_array(m.msg)
+                in_bag = _frames_in_bag(lb, [c.name or 'camera' for c in cameras])
     single = len(cameras) == 1
     states, per_camera = [], {}
     for cam in cameras:
@@ -193,6 +206,11 @@ def score_recording(recorded: str | Path, out: str | Path, labels: str | None = 
     opts = ReplayOptions(budget_ms=budget, policy='recorded from the node', timing='live')
     report = build_report(state, total, opts, bundle, str(recorded), str(recorded), per_camera)
     report['frames_accounted'] = total.balanced()
+    if in_bag and len(in_bag) == len(cameras):
+        # what the player sent and the node never counted: lost on the way (the node's
+        # counts are those of its last processed frame)
+        report['frames_in_bag'] = sum(in_bag.values())
+        report['frames_lost'] = max(report['frames_in_bag'] - total.received, 0)
     with staged_output(out, (recorded, labels, model), overwrite, 'score') as tmp:
         files = write_plots(report, state, bundle, tmp)
         write_report(report, files, tmp)

@@ -170,6 +170,11 @@ class BagReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def count(self, topic: str) -> int:
+        """Messages on a topic, counted without deserialising them."""
+        conns = [c for c in self.connections if c.topic == topic]
+        return sum(1 for _ in self.reader.messages(connections=conns)) if conns else 0
+
     def describe(self) -> str:
         return ', '.join(f'{t} ({m})' for t, m in sorted(self.topics.items())) or 'none'
 

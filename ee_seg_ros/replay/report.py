@@ -195,7 +195,8 @@ def write_plots(report: dict, state, bundle, out: Path) -> dict[str, str]:
     return files
 
 
-SUMMARY_ROWS = [('frames received / processed / dropped / rejected', None),
+SUMMARY_ROWS = [('frames in the input bag / lost before the node', 'frames_lost'),
+                ('frames received / processed / dropped / rejected', None),
                 ('mIoU (%)', 'miou'), ('agreement with full depth, mIoU (%)',
                                        'agreement_miou_with_full'),
                 ('latency p50 / p95 / p99 (ms)', None),
@@ -217,6 +218,10 @@ def summary_table(report: dict) -> str:
         elif key is None:
             value = (f"{report['latency_ms_p50']} / {report['latency_ms_p95']} / "
                      f"{report['latency_ms_p99']}")
+        elif key == 'frames_lost':
+            if 'frames_in_bag' not in report:
+                continue          # a replay, or a score without the input bag
+            value = f"{report['frames_in_bag']} / {report['frames_lost']}"
         elif key == 'total':
             if not report.get('wait_ms_mean'):
                 continue          # nothing waited: the same as the latency
