@@ -71,6 +71,10 @@ def generate_launch_description() -> LaunchDescription:
                               'image_topic': arg('image_topic'),
                               'latency_budget_ms': arg('latency_budget_ms'),
                               'cpu_load_source': arg('cpu_load_source'),
+                              # reliable: with --wait-for-all-acked the player only exits once
+                              # the node has every frame; `ee-seg score --labels BAG` counts
+                              # any frame lost all the same
+                              'reliable_input': 'true',
                               'namespace': arg('namespace'), 'use_sim_time': 'true'}.items()),
         ExecuteProcess(cmd=['ros2', 'bag', 'record', '-o', arg('record'), '--storage',
                             arg('storage'), '--regex',

@@ -1,6 +1,6 @@
 """Start the ee_segmenter node: ros2 launch ee_seg_ros segmenter.launch.py [arg:=value ...].
 
-`latency_budget_ms`, `use_sim_time`, `cpu_load_source` and `cameras`
+`latency_budget_ms`, `use_sim_time`, `cpu_load_source`, `reliable_input` and `cameras`
 (``cameras:="['front','rear']"``) override the params file only when given; with cameras,
 remap each ``N/image`` as usual (``image_topic`` is for the one-camera node). A params file
 that does not exist, a bad argument, or a node that exits with an error (a bad parameter or a
@@ -40,7 +40,7 @@ def _start(context):
         emulate_tty=True,
         parameters=node_parameters(arg('params_file'), arg('latency_budget_ms'),
                                    arg('use_sim_time'), arg('cameras'),
-                                   arg('cpu_load_source')),
+                                   arg('cpu_load_source'), arg('reliable_input')),
         remappings=[
             ('image', image_topic),
             ('image/compressed', [image_topic, '/compressed']),
@@ -71,6 +71,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('cpu_load_source', default_value='',
                               description='topic, diagnostics, local, topic+local, '
                                           'diagnostics+local or none; when given, overrides '
+                                          'params_file.'),
+        DeclareLaunchArgument('reliable_input', default_value='',
+                              description='true: a reliable camera subscription (no frame '
+                                          'lost on the way; for bag replay), false: best '
+                                          'effort (a live camera); when given, overrides '
                                           'params_file.'),
         DeclareLaunchArgument('use_sim_time', default_value='',
                               description='Use /clock (bag replay with --clock); when given, '

@@ -34,7 +34,7 @@ def camera_names(text: str) -> list[str]:
 
 def node_parameters(params_file: str, latency_budget_ms: str = '',
                     use_sim_time: str = '', cameras: str = '',
-                    cpu_load_source: str = '') -> list[Any]:
+                    cpu_load_source: str = '', reliable_input: str = '') -> list[Any]:
     """The node's ``parameters``: the file, then only the launch arguments that were given
     (later entries win in launch_ros)."""
     if not os.path.isfile(params_file):
@@ -46,11 +46,13 @@ def node_parameters(params_file: str, latency_budget_ms: str = '',
         except ValueError:
             raise LaunchArgumentError(f'latency_budget_ms:={latency_budget_ms!r} is not a '
                                       'number') from None
-    if use_sim_time.strip():
-        flag = use_sim_time.strip().lower()
-        if flag not in ('true', 'false'):
-            raise LaunchArgumentError(f'use_sim_time:={use_sim_time!r} must be true or false')
-        overrides['use_sim_time'] = flag == 'true'
+    for name, key, text in (('use_sim_time', 'use_sim_time', use_sim_time),
+                            ('reliable_input', 'input.reliable', reliable_input)):
+        if text.strip():
+            flag = text.strip().lower()
+            if flag not in ('true', 'false'):
+                raise LaunchArgumentError(f'{name}:={text!r} must be true or false')
+            overrides[key] = flag == 'true'
     if cameras.strip():
         overrides['cameras'] = camera_names(cameras)
     if cpu_load_source.strip():
