@@ -91,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       pause_range=args.pause_range, model=model,
                       crop=_crop(args.crop, images, TrainConfig.scale[0]),
                       synthetic_fraction=fraction, warmup_steps=args.warmup_steps,
+                      freeze_norm_stats=args.freeze_norm_stats,
                       **({'lr': args.lr} if args.lr else {}))
     trainer = Trainer(cfg, train.spec, images, labels, val, extra)
     if args.init_from:
@@ -464,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                         '(the confident end keeps what depth adds; see README)')
     p.add_argument('--reset-decoder', action='store_true',
                    help='with --init-from: fit the final decoder afresh (stage 3)')
+    p.add_argument('--freeze-norm-stats', action='store_true',
+                   help="stage 1 keeps the batch-norm running statistics (a fine-tune keeps "
+                        "the original data's)")
     p.add_argument('--synthetic', type=int, default=0, metavar='N',
                    help='mix N synthetic street scenes (exact CamVid ids) into training')
     p.add_argument('--synthetic-seed', type=int, default=1,

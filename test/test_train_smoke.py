@@ -110,3 +110,24 @@ def test_train_command_mixes_scenes_at_the_datasets_size(tmp_path, tiny_model, c
         assert main(['train', '--root', str(root), '--out', str(tmp_path / 'bad'),
                      '--val-split', '', '--init-from', str(bundle), *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('freeze', [False, True])
+def test_frozen_norm_statistics_stay_put_in_stage_one(tmp_path, tiny_model, freeze):
+    """--freeze-norm-stats: a fine-tune's stage 1 trains every weight but leaves the stem's
+    batch-norm running statistics at the bundle's (without it they move to the new batches)."""
+    train = SyntheticScenes(8, seed=1, size=(64, 64))
+    images, labels = train.load_all()
+    cfg = TrainConfig(out_dir=str(tmp_path / 'run'), steps=(3, 0, 0), batch=2, crop=(64, 64),
+                      scale=(1.0, 1.0), eval_every_min=99, model=dict(TINY),
+                      freeze_norm_stats=freeze)
+    trainer = Trainer(cfg, train.spec, images, labels)
+    trainer.model.load_state_dict(tiny_model.state_dict())
+    trainer.run()
+    before, after = tiny_model.state_dict(), trainer.model.state_dict()
+    stats = [k for k in before if k.endswith(('running_mean', 'running_var'))]
+    assert stats
+    moved = [k for k in stats if not torch.equal(before[k], after[k])]
+    assert (moved == []) == freeze
+    weights = [k for k in before if k.endswith('.weight') and 'bn' not in k]
+    assert any(not torch.equal(before[k], after[k]) for k in weights)

@@ -46,6 +46,9 @@ class TrainConfig:
     device: str = 'auto'
     seed: int = 0
     synthetic_fraction: float = 0.0   # share of each batch drawn from the extra (synthetic) pool
+    # stage 1 keeps the stem's batch-norm statistics (a fine-tune on mixed batches would move
+    # them off the original data's)
+    freeze_norm_stats: bool = False
     eval_every_min: float = 15.0
     checkpoint_every_min: float = 5.0
     model: dict = field(default_factory=dict)
@@ -180,6 +183,10 @@ class Trainer:
         stage = STAGES[self.stage]
         if stage == 'backbone':
             m.train()
+            if self.cfg.freeze_norm_stats:
+                for mod in m.modules():
+                    if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                        mod.eval()
             out = m.forward_train(x)
             aux = sum(seg_ce(e, _labels_at(y, e), self.weight) for e in out.exits)
             return seg_ce(out.final, y, self.weight) + self.cfg.aux_weight * aux / len(out.exits)
