@@ -254,4 +254,5 @@ def test_replay_launch_plays_records_and_scores_like_offline_replay(tmp_path):
     stamps = [f['stamp_ns'] for f in online['series']]
     assert online['frames_processed'] == offline['frames_processed'] == 5, (
         stamps, launch.stdout[-4000:])
+    assert (online['frames_in_bag'], online['frames_lost']) == (5, 0)   # reliable input
     assert online['miou'] == pytest.approx(offline['miou'], abs=1e-6)
