@@ -237,10 +237,7 @@ def write_fleet_plots(report: dict, reports: list[dict], out: Path) -> dict[str,
         ax.set_xlabel('latency (ms), every frame of every bag')
         ax.set_ylabel('frames')
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / 'latency_hist.png', dpi=100)
-        plt.close(fig)
-        files['latency_hist'] = 'latency_hist.png'
+        _save(fig, out, 'latency_hist', files)
     pts = [b for b in report['bags'] if b['miou'] is not None
            and b['deadline_hit_rate'] is not None]
     if pts:
@@ -251,11 +248,17 @@ def write_fleet_plots(report: dict, reports: list[dict], out: Path) -> dict[str,
         ax.set_ylabel('mIoU (%)')
         ax.set_title('one point per bag')
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / 'bags.png', dpi=100)
-        plt.close(fig)
-        files['bags'] = 'bags.png'
+        _save(fig, out, 'bags', files)
     return files
+
+
+def _save(fig, out: Path, name: str, files: dict[str, str]) -> None:
+    """Write a figure as ``out/NAME.png``, close it, and list it in ``files``."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(out / f'{name}.png', dpi=100)
+    plt.close(fig)
+    files[name] = f'{name}.png'
 
 
 def write_fleet_report(report: dict, files: dict[str, str], out: Path) -> None:
