@@ -8,8 +8,8 @@ import torch
 
 from ee_seg_ros.model import ModelConfig, MultiExitSegmenter
 
-TINY = dict(stem_channels=(8, 16, 24), embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0,
-            exit_after=(1, 2, 3), decoder_channels=(24, 16), pos_grid=(6, 8))
+TINY = dict(num_classes=11, stem_channels=(8, 16, 24), embed_dim=32, depth=4, num_heads=2,
+            mlp_ratio=2.0, exit_after=(1, 2, 3), decoder_channels=(24, 16), pos_grid=(6, 8))
 
 
 @pytest.fixture(autouse=True, scope='session')

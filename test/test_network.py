@@ -135,7 +135,7 @@ def test_odd_sizes_are_padded_and_batches_refused(tiny_model):
 
 
 def test_config_round_trips_and_reads_bundles_with_the_old_extra_field():
-    cfg = ModelConfig()
+    cfg = ModelConfig(num_classes=11)
     assert 'extra' not in cfg.to_dict()
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert ModelConfig.from_dict({**cfg.to_dict(), 'extra': {}}) == cfg
@@ -145,9 +145,9 @@ def test_config_round_trips_and_reads_bundles_with_the_old_extra_field():
 
 def test_config_validation():
     with pytest.raises(ValueError, match='exit_after'):
-        ModelConfig(exit_after=(4, 2))
+        ModelConfig(num_classes=11, exit_after=(4, 2))
     with pytest.raises(ValueError, match='exits must sit'):
-        ModelConfig(depth=4, exit_after=(1, 4))
+        ModelConfig(num_classes=11, depth=4, exit_after=(1, 4))
 
 
 def test_one_input_preparation_for_numpy_and_torch(tiny_model):

@@ -210,7 +210,7 @@ def test_a_bundle_above_256_classes_is_warned_about_at_start_up(tmp_path, monkey
     spec = LabelSpec('many', tuple(f'c{i}' for i in range(300)),
                      tuple((i % 256, i // 256, 0) for i in range(300)), ignore_ids=())
     torch.manual_seed(0)
-    model = MultiExitSegmenter(ModelConfig(**TINY, num_classes=300)).eval()
+    model = MultiExitSegmenter(ModelConfig(**{**TINY, 'num_classes': 300})).eval()
     path = save_bundle(tmp_path / 'many', model, spec)
     warnings = []
     real = RcutilsLogger.warning

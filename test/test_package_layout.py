@@ -159,7 +159,7 @@ def test_ros2_launch_a_given_argument_wins_over_the_params_file(tmp_path):
     params.write_text('/**:\n  ros__parameters:\n    latency_budget_ms: 75.0\n')
     launch = _Launch(tmp_path, f'params_file:={params}', 'latency_budget_ms:=30',
                      'namespace:=launch_arg', 'cpu_load_source:=topic+local',
-                     'reliable_input:=true')
+                     'reliable_input:=true', "cameras:=['front','rear']")
     try:
         assert 'budget 30.0 ms' in launch.wait_ready()
         node = '/launch_arg/ee_segmenter'
@@ -167,6 +167,10 @@ def test_ros2_launch_a_given_argument_wins_over_the_params_file(tmp_path):
             'param', 'get', node, 'cpu_load.source').stdout
         assert 'Boolean value is: True' in launch.ros2(
             'param', 'get', node, 'input.reliable').stdout
+        assert "['front', 'rear']" in launch.ros2('param', 'get', node, 'cameras').stdout
+        topics = launch.ros2('topic', 'list', '--no-daemon', '--spin-time', '3').stdout
+        assert '/launch_arg/ee_segmenter/front/mask' in topics, topics
+        assert '/launch_arg/ee_segmenter/rear/exit_stats' in topics, topics
     finally:
         assert launch.stop() == 0, launch.output()
 

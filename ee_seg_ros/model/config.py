@@ -11,10 +11,11 @@ class ModelConfig:
     """Shape of the network; the bundle stores it so weights are never loaded into a wrong shape.
 
     Tokens sit at 1/16 of the input. ``exit_after`` lists block counts after which an exit head
-    sits; the final decoder follows the last block.
+    sits; the final decoder follows the last block. ``num_classes`` has no default: it is
+    always the dataset's (the trainer sets it from the class list, a bundle records it).
     """
 
-    num_classes: int = 11
+    num_classes: int
     stem_channels: tuple[int, int, int] = (32, 48, 96)
     embed_dim: int = 192
     depth: int = 8
