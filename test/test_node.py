@@ -242,6 +242,13 @@ def test_masks_carry_the_input_header_and_size(probe, segmenter_node):
     probe.spin_until(lambda: int(out.last_stats()['frames_received']) >= 6, timeout=3)
     stats = out.last_stats()
     processed = int(stats['frames_processed'])
+    # where the frame's time went: delivery from the probe's process (before arrival, so not
+    # in the deadline), then decoding (inside the wait), inference and the outputs
+    t = {k: float(stats[f'{k}_ms']) for k in ('transport', 'dispatch', 'wait', 'decode',
+                                              'latency', 'output', 'total')}
+    assert t['transport'] > 0 and t['dispatch'] >= 0 and t['output'] > 0
+    assert t['wait'] >= t['decode'] > 0
+    assert t['total'] >= t['wait'] + t['latency'] + t['output'] - 0.05, t
     assert probe.spin_until(lambda: len(out.msgs['mask']) >= processed, timeout=15)
     assert len(out.msgs['mask']) == processed == len(out.msgs['confidence'])
     sent = {s for s in range(1, 7)}
@@ -418,6 +425,8 @@ def test_scoring_what_the_live_node_published_matches_offline_replay(probe, segm
     assert (online['frames_in_bag'], online['frames_lost']) == (5, 0)     # reliable input
     assert online['miou'] == pytest.approx(offline['miou'], abs=1e-3)
     assert online['per_class_iou'] == pytest.approx(offline['per_class_iou'], abs=1e-3)
+    assert online['time_split_ms']['transport'] > 0 == offline['time_split_ms']['transport']
+    assert online['time_split_ms']['output'] > 0 and offline['time_split_ms']['output'] > 0
 
 
 def test_the_executor_returns_from_submit_only_once_the_callback_runs():

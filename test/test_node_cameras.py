@@ -152,7 +152,7 @@ def test_one_network_serves_every_camera_by_priority(node_here, monkeypatch):  #
     monkeypatch.setattr(node.shared, 'finish',
                         lambda w, *a, **k: served.append(w.camera) or finish(w, *a, **k))
     for stamp, c in enumerate(['rear', 'front', 'left', 'front']):   # front's first dropped
-        node._on_image(c, rgb_msg(stamp + 1, frame_id=c))
+        node._on_image(c, rgb_msg(stamp + 1, frame_id=c), {})   # no middleware info
     steps = iter(range(3))
     node.serve_frames(lambda: next(steps, None) is not None, poll_s=0.01)
     assert served == ['left', 'rear', 'front']

@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .report import TIME_PARTS
+
 
 class ReportError(ValueError):
     """A report that cannot be read: one line naming the file and the problem."""
@@ -104,6 +106,14 @@ def compare_reports(online: dict, offline: dict, tol: Tolerances = Tolerances())
                     None if on_sw is None or off_sw is None else on_sw - off_sw, None, False))
     rows.append(Row('points used most', _top_points(online), _top_points(offline), None, None,
                     False))
+    # where each frame's time went (shown, not flagged: the figures above are what must agree)
+    on_t, off_t = online.get('time_split_ms') or {}, offline.get('time_split_ms') or {}
+    for part in (*TIME_PARTS, 'total'):
+        on, off = on_t.get(part), off_t.get(part)
+        if on is not None or off is not None:
+            rows.append(Row(f'mean {part} per frame (ms)', on, off,
+                            None if on is None or off is None else round(on - off, 3),
+                            None, False))
     return rows
 
 

@@ -4,8 +4,9 @@ bag steering the controller in bag time.
 
 A bag with several cameras goes through one network and one controller as in a node with
 ``cameras`` set: with ``--timing realtime`` the model is busy in bag time for as long as each
-frame took, every camera keeps only its newest frame meanwhile, and the scheduler picks the
-next one; with ``every-frame`` (the default) every frame is run as it comes.
+frame took (decoding, inference and outputs, as the node's inference thread is), every camera
+keeps only its newest frame meanwhile, and the scheduler picks the next one; with
+``every-frame`` (the default) every frame is run as it comes.
 """
 
 from __future__ import annotations
@@ -376,7 +377,8 @@ class Replayer:
 
     def _frame(self, waiting: Waiting, start: float) -> float:
         """Process one taken frame starting at bag time ``start``; returns the seconds the
-        model was busy (inference)."""
+        model's thread was busy. As in the node, that is decoding, inference and the outputs
+        at the input size, and the deadline counts all three (and any wait before them)."""
         (m, index), camera = waiting.item, waiting.camera
         msg = m.msg
         try:
@@ -387,12 +389,16 @@ class Replayer:
         stamp = stamp_ns(msg)
         sig = self.signals.snapshot(start)
         result = self.shared.run(waiting, Frame(decoded.rgb, stamp * 1e-9, msg.header.frame_id),
-                                 sig, now=start, want_exit_map=False)
+                                 sig, now=start + decoded.decode_ms * 1e-3,
+                                 want_exit_map=False)
         if result is None:
             return 0.0
         seg = result.segmentation
-        record = self.shared.finish(waiting, result, sig, stamp, decode_ms=decoded.decode_ms)
+        t0 = time.perf_counter()
         out = at_input_size(seg, decoded.rgb, decoded.input_size)
+        output_ms = (time.perf_counter() - t0) * 1e3
+        record = self.shared.finish(waiting, result, sig, stamp, decode_ms=decoded.decode_ms,
+                                    output_ms=output_ms)
         header = self.writer.header(stamp, msg.header.frame_id)
         self.writer.image(self.output_topic(camera, 'mask'), m.time_ns, header, out.labels,
                           'mono8' if out.labels.dtype == np.uint8 else '16UC1')
@@ -407,7 +413,7 @@ class Replayer:
         if len(state.samples) < self.opts.samples and record.index % 10 == 0:
             state.samples.append((out.rgb, out.labels))
         self.scores[camera].prediction(index, stamp, out.labels)
-        return seg.latency_ms * 1e-3
+        return (decoded.decode_ms + seg.latency_ms + output_ms) * 1e-3
 
 
 def _mono(msg) -> np.ndarray:

@@ -35,6 +35,7 @@ from ..runtime.cameras import SharedPipeline, Waiting
 from ..runtime.intake import FrameIntake, ImageDecodeError, at_input_size
 from ..signals import LocalCpuLoad, SignalInputs, SignalState
 from ..visualize import colorize, overlay, palette_array
+from .delivery import Delivered
 from .messages import image_msg, status
 from .parameters import (PARAMS, LiveSettings, as_double, camera_setup, check,
                          complete_changes, live_settings)
@@ -137,7 +138,7 @@ class SegmenterNode(Node):
                       else (Image, 'image'))
         for camera in cameras:   # relative names: they remap and namespace as usual
             self.create_subscription(kind, f'{camera}/{leaf}' if camera else leaf,
-                                     lambda msg, c=camera: self._on_image(c, msg),
+                                     lambda msg, info, c=camera: self._on_image(c, msg, info),
                                      camera_qos, callback_group=intake)
         self.create_subscription(BatteryState, 'battery_state', self._on_battery, 10,
                                  callback_group=telemetry)
@@ -248,10 +249,10 @@ class SegmenterNode(Node):
             self._warned[key] = now
             self.get_logger().warning(message)
 
-    def _on_image(self, camera: str, msg) -> None:
+    def _on_image(self, camera: str, msg, info: dict) -> None:
         """Keep only each camera's newest frame; a frame replaced before the model took it is
         counted as dropped for that camera."""
-        self.shared.offer(camera, msg, time.perf_counter())
+        self.shared.offer(camera, Delivered.of(msg, info, time.time_ns()), time.perf_counter())
 
     def serve_frames(self, running: Callable[[], bool], poll_s: float = 0.1) -> None:
         """Run inference on the calling thread, frame by frame, while ``running()`` is true;
@@ -297,7 +298,8 @@ class SegmenterNode(Node):
         if not self.enabled:
             self.shared.dropped(waiting)
             return
-        camera, msg = self.cameras[waiting.camera], waiting.item
+        camera, delivered = self.cameras[waiting.camera], waiting.item
+        msg = delivered.msg
         where = f' on camera {camera.name}' if camera.name else ''
         try:
             decoded = self.intake.decode(msg)
@@ -319,11 +321,14 @@ class SegmenterNode(Node):
         self._point_in_use = result.decision.point.policy
         t1 = time.perf_counter()
         self._publish_images(camera, msg.header, decoded, result)
+        t2 = time.perf_counter()
         # the deadline runs from arrival to masks published: waiting for the model counts
-        total_ms = (time.perf_counter() - waiting.arrival) * 1e3
+        total_ms = (t2 - waiting.arrival) * 1e3
         record = self.shared.finish(waiting, result, signals, stamp_ns, total_ms=total_ms,
                                     time_s=self._now() - total_ms * 1e-3,
-                                    decode_ms=decoded.decode_ms)
+                                    decode_ms=decoded.decode_ms, output_ms=(t2 - t1) * 1e3,
+                                    transport_ms=delivered.transport_ms,
+                                    dispatch_ms=delivered.dispatch_ms)
         camera.window.append(record)
         stats = DiagnosticArray()
         stats.header = msg.header

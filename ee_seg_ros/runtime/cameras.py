@@ -294,13 +294,14 @@ class SharedPipeline:
 
     def finish(self, waiting: Waiting, result: StepResult, signals: Signals, stamp_ns: int,
                total_ms: float | None = None, time_s: float | None = None,
-               decode_ms: float = 0.0) -> FrameRecord:
+               decode_ms: float = 0.0, output_ms: float = 0.0, transport_ms: float = 0.0,
+               dispatch_ms: float = 0.0) -> FrameRecord:
         """Count the frame's deadline (``total_ms`` from arrival to publication; default
-        waiting + inference) and return its record."""
+        waiting + inference + output) and return its record."""
         camera = waiting.camera
         counts = self.scheduler.counts[camera]
-        total = result.waited_ms + result.segmentation.latency_ms if total_ms is None \
-            else total_ms
+        total = result.waited_ms + result.segmentation.latency_ms + output_ms \
+            if total_ms is None else total_ms
         self.pipeline.finish(result, total, counts=counts)
         index = self._index[camera]
         self._index[camera] += 1
@@ -308,6 +309,7 @@ class SharedPipeline:
                               self.pipeline.controller.settings.latency_budget_ms, stamp_ns,
                               camera=camera, index=index,
                               time_s=waiting.arrival if time_s is None else time_s,
-                              decode_ms=decode_ms,
+                              decode_ms=decode_ms, output_ms=output_ms,
+                              transport_ms=transport_ms, dispatch_ms=dispatch_ms,
                               camera_counts=self.scheduler.snapshot(camera),
                               total_counts=self.scheduler.total())

@@ -57,14 +57,18 @@ class FrameRecord:
     battery_tier: str
     cpu_load: float | None
     cpu_tier: str
-    decode_ms: float = 0.0
+    decode_ms: float = 0.0       # image message to network input (inside wait_ms)
+    output_ms: float = 0.0       # outputs at the input size, and published by the node
+    transport_ms: float = 0.0    # publisher's write to delivery in the node (0 in replay)
+    dispatch_ms: float = 0.0     # delivery to the node's callback: arrival (0 in replay)
     camera_counts: Counts = Counts()
     total_counts: Counts = Counts()
 
     @classmethod
     def of(cls, result: StepResult, signals: Signals, total_ms: float, deadline_ms: float,
            stamp_ns: int, camera: str = '', index: int = 0, time_s: float = 0.0,
-           decode_ms: float = 0.0,
+           decode_ms: float = 0.0, output_ms: float = 0.0,
+           transport_ms: float = 0.0, dispatch_ms: float = 0.0,
            camera_counts: FrameCounts | None = None,
            total_counts: FrameCounts | None = None) -> 'FrameRecord':
         seg, d, frame = result.segmentation, result.decision, result.frame
@@ -79,7 +83,9 @@ class FrameRecord:
             budget_ms=float(d.budget_ms), deadline_met=total_ms <= deadline_ms,
             guard_stop=bool(seg.guard_stop), battery=signals.battery,
             battery_tier=d.battery_tier, cpu_load=signals.cpu_load, cpu_tier=d.cpu_tier,
-            decode_ms=float(decode_ms), camera_counts=cam,
+            decode_ms=float(decode_ms), output_ms=float(output_ms),
+            transport_ms=float(transport_ms), dispatch_ms=float(dispatch_ms),
+            camera_counts=cam,
             total_counts=Counts.of(total_counts) if total_counts is not None else cam)
 
     # -- as ~/exit_stats key/value pairs ---------------------------------------------------
@@ -99,6 +105,8 @@ class FrameRecord:
             'battery_tier': self.battery_tier,
             'cpu_load': 'unknown' if self.cpu_load is None else f'{self.cpu_load:.3f}',
             'cpu_tier': self.cpu_tier, 'decode_ms': f'{self.decode_ms:.3f}',
+            'output_ms': f'{self.output_ms:.3f}', 'transport_ms': f'{self.transport_ms:.3f}',
+            'dispatch_ms': f'{self.dispatch_ms:.3f}',
             'frames_received': str(c.received), 'frames_processed': str(c.processed),
             'frames_dropped': str(c.dropped), 'frames_rejected': str(c.rejected),
             'frames_pending': str(c.pending),
@@ -142,6 +150,8 @@ class FrameRecord:
             guard_stop=_read_flag(values, 'guard_stop'), battery=opt('battery'),
             battery_tier=values.get('battery_tier', ''), cpu_load=opt('cpu_load'),
             cpu_tier=values.get('cpu_tier', ''), decode_ms=num('decode_ms', 0.0),
+            output_ms=num('output_ms', 0.0), transport_ms=num('transport_ms', 0.0),
+            dispatch_ms=num('dispatch_ms', 0.0),
             camera_counts=cam, total_counts=total)
 
     def row(self) -> dict[str, Any]:
