@@ -354,13 +354,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     tol = Tolerances(miou_pp=args.tol_miou, deadline_pp=args.tol_deadline,
                      latency_rel=args.tol_latency / 100, gmacs_rel=args.tol_gmacs / 100,
                      frames=args.tol_frames)
-    rows = compare_reports(load_report(args.online), load_report(args.offline), tol)
+    from dataclasses import asdict
+
+    from .replay.gap import format_split, split_deadline_gap
+    online, offline = load_report(args.online), load_report(args.offline)
+    rows = compare_reports(online, offline, tol)
     print(format_rows(rows, Path(args.online).name, Path(args.offline).name))
+    split = None
+    if online.get('series') and offline.get('series') \
+            and online.get('budget_ms') == offline.get('budget_ms'):
+        split = split_deadline_gap(online, offline)
+        print('\nwhere the deadline hit rates part (online frames re-timed with offline\'s '
+              'costs, one part at a time):')
+        print(format_split(split))
     flagged = [r.figure for r in rows if r.flagged]
     print('within tolerance' if not flagged else
           f'{len(flagged)} figure(s) differ beyond tolerance: ' + ', '.join(flagged))
     if args.json:
-        write_json(Path(args.json), comparison_json(rows, tol, args.online, args.offline))
+        write_json(Path(args.json), {**comparison_json(rows, tol, args.online, args.offline),
+                                     'deadline_gap': None if split is None else asdict(split)})
     return 1 if flagged else 0
 
 

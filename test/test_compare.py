@@ -60,3 +60,36 @@ def test_unreadable_reports_are_refused_in_one_line(reports, tmp_path, capsys):
         assert err.startswith('ee-seg compare: error:') and '\n' not in err
     with pytest.raises(ReportError, match='missing'):
         load_report(tmp_path / 'other.json')
+
+
+def _frames(*rows):
+    """Series rows (latency, output, decode, queue) at one point; total = their sum."""
+    return [{'point': 'exit:1', 'latency_ms': lat, 'output_ms': out, 'decode_ms': dec,
+             'wait_ms': dec + queue, 'total_ms': lat + out + dec + queue}
+            for lat, out, dec, queue in rows]
+
+
+def test_the_deadline_gap_is_split_into_its_parts():
+    from ee_seg_ros.replay.gap import split_deadline_gap
+    # offline: every frame 6.5 ms against 10; online each frame misses for one reason
+    offline = {'budget_ms': 10.0, 'deadline_hit_rate': 1.0,
+               'series': _frames(*[(5, 1, 0.5, 0)] * 4)}
+    online = {'budget_ms': 10.0, 'deadline_hit_rate': 0.0,
+              'series': _frames((9, 1, 0.5, 0),     # slower inference
+                                (5, 5, 0.5, 0),     # slow publishing
+                                (5, 1, 5, 0),       # slow decoding
+                                (5, 1, 0.5, 6))}    # queued behind another frame
+    split = split_deadline_gap(online, offline)
+    assert [(p.part, p.explains_pp) for p in split.parts] == [
+        ('inference', 25.0), ('outputs', 25.0), ('decoding', 25.0)]
+    assert split.remainder_pp == 25.0 and split.inference_ratio == pytest.approx(1.2)
+
+
+def test_compare_prints_where_the_hit_rates_part(reports, tmp_path, capsys):
+    online, offline = reports
+    assert ee_seg(['compare', str(online), str(offline), '--json',
+                   str(tmp_path / 'cmp.json')]) == 0
+    out = capsys.readouterr().out
+    assert "with offline's inference" in out and 'mean inference per frame (ms)' in out
+    gap = json.loads((tmp_path / 'cmp.json').read_text())['deadline_gap']
+    assert [p['part'] for p in gap['parts']] == ['inference', 'outputs', 'decoding']
