@@ -224,39 +224,75 @@ def _has_ros2_bag() -> bool:
                           timeout=60).returncode == 0
 
 
-@pytest.mark.skipif(not _has_ros2_bag(), reason='ros2 bag needs a ROS 2 install with rosbag2')
-def test_replay_launch_plays_records_and_scores_like_offline_replay(tmp_path):
-    """The real-ROS loop of the replay issue: ros2 bag play -> live node -> ros2 bag record ->
-    ee-seg score gives the same masks as ee-seg replay on the same bag."""
+needs_ros2_bag = pytest.mark.skipif(not _has_ros2_bag(),
+                                    reason='ros2 bag needs a ROS 2 install with rosbag2')
+
+
+def _live_and_offline(tmp_path: Path, frames: int, rate: float, params: str,
+                      offline_args: list[str]) -> tuple[dict, dict, dict]:
+    """A synthetic drive played into the live node by replay.launch.py and recorded, scored
+    with ee-seg score; the same bag through ee-seg replay; and ee-seg compare of the two.
+    Returns the online and offline reports and the comparison."""
     import json
     import sys
 
     from ee_seg_ros.data.synthetic import write_camvid_layout
-    write_camvid_layout(tmp_path, 'drive', 5, seed=3, size=(180, 240))
+    write_camvid_layout(tmp_path, 'drive', frames, seed=3, size=(180, 240))
     bag, rec = tmp_path / 'drive_bag', tmp_path / 'recorded'
     cli = [sys.executable, '-m', 'ee_seg_ros.cli']
+    env = _ros_env()
     subprocess.run(cli + ['bag-from-images', str(tmp_path / 'drive'), '--out', str(bag),
-                          '--labels', str(tmp_path / 'driveannot'), '--rate', '2'],
-                   check=True, timeout=120)
-    params = tmp_path / 'params.yaml'
-    # full depth: the masks do not depend on how fast this machine happens to be right now
-    params.write_text('/**:\n  ros__parameters:\n    policy.mode: "full"\n')
+                          '--labels', str(tmp_path / 'driveannot'), '--rate', str(rate)],
+                   check=True, timeout=120, env=env)
+    (tmp_path / 'params.yaml').write_text(f'/**:\n  ros__parameters:\n{params}')
     launch = subprocess.run(
         ['ros2', 'launch', 'ee_seg_ros', 'replay.launch.py', f'bag:={bag}', f'record:={rec}',
-         f'params_file:={params}', 'namespace:=replay_test'],
-        capture_output=True, text=True, timeout=240)
+         f'params_file:={tmp_path / "params.yaml"}', 'namespace:=replay_test'],
+        capture_output=True, text=True, timeout=300, env=env)
     assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
     info = subprocess.run(['ros2', 'bag', 'info', str(rec)], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     assert info.returncode == 0 and '/replay_test/ee_segmenter/mask' in info.stdout, info
     subprocess.run(cli + ['score', str(rec), '--labels', str(bag), '--out',
-                          str(tmp_path / 'online')], check=True, timeout=120)
-    subprocess.run(cli + ['replay', str(bag), '--policy', 'full', '--out',
-                          str(tmp_path / 'offline')], check=True, timeout=300)
+                          str(tmp_path / 'online')], check=True, timeout=120, env=env)
+    subprocess.run(cli + ['replay', str(bag), *offline_args, '--out',
+                          str(tmp_path / 'offline')], check=True, timeout=300, env=env)
+    subprocess.run(cli + ['compare', str(tmp_path / 'online'), str(tmp_path / 'offline'),
+                          '--json', str(tmp_path / 'compare.json')], timeout=60, env=env)
     online = json.loads((tmp_path / 'online' / 'report.json').read_text())
     offline = json.loads((tmp_path / 'offline' / 'report.json').read_text())
+    online['launch_output'] = launch.stdout[-4000:]
+    return online, offline, json.loads((tmp_path / 'compare.json').read_text())
+
+
+@needs_ros2_bag
+def test_replay_launch_plays_records_and_scores_like_offline_replay(tmp_path):
+    """The real-ROS loop of the replay issue: ros2 bag play -> live node -> ros2 bag record ->
+    ee-seg score gives the same masks as ee-seg replay on the same bag."""
+    # full depth: the masks do not depend on how fast this machine happens to be right now
+    online, offline, _ = _live_and_offline(tmp_path, 5, 2, '    policy.mode: "full"\n',
+                                           ['--policy', 'full'])
     stamps = [f['stamp_ns'] for f in online['series']]
     assert online['frames_processed'] == offline['frames_processed'] == 5, (
-        stamps, launch.stdout[-4000:])
+        stamps, online['launch_output'])
     assert (online['frames_in_bag'], online['frames_lost']) == (5, 0)   # reliable input
     assert online['miou'] == pytest.approx(offline['miou'], abs=1e-6)
+    # the time split: delivery over DDS online only, output time on both sides
+    assert online['time_split_ms']['transport'] > 0 == offline['time_split_ms']['transport']
+
+
+@needs_ros2_bag
+def test_the_adaptive_live_loop_agrees_with_offline_replay_within_tolerance(tmp_path):
+    """Adaptive mode, the controller steering, at a budget every point meets on any machine
+    that runs the tests: frames, deadlines and mIoU agree within compare's tolerances (latency
+    may differ: the player and the recorder share the cores online)."""
+    online, offline, comparison = _live_and_offline(
+        tmp_path, 12, 4, '    policy.mode: "adaptive"\n    latency_budget_ms: 3000.0\n',
+        ['--budget-ms', '3000', '--timing', 'realtime'])
+    assert (online['frames_in_bag'], online['frames_lost']) == (12, 0), online['launch_output']
+    assert online['frames_processed'] == offline['frames_processed'] == 12
+    flagged = set(comparison['flagged'])
+    assert not flagged - {'latency p50 (ms)', 'latency p95 (ms)', 'latency p99 (ms)'}, \
+        comparison['rows']
+    assert abs(online['miou'] - offline['miou']) <= 0.5
+    assert abs(online['deadline_hit_rate'] - offline['deadline_hit_rate']) <= 0.02
