@@ -142,6 +142,7 @@ def test_bad_bags_fail_alone_and_merged_figures_equal_one_bag(world, tmp_path, c
            for s in load(out / b['report'])['series']]
     assert len(lat) == 7 and r['latency_ms_p95'] == round(float(np.percentile(lat, 95)), 3)
     assert r['deadline_hit_rate'] == round(float(np.mean(np.array(lat) <= 100.0)), 4)
+    assert r['time_split_ms']['inference'] == pytest.approx(np.mean(lat), abs=2e-3)
     single = load(out / 'robot1__monday' / 'report.json')
     assert set(single) - {'backend'} <= set(r)            # a single bag's fields, plus bags
     md = (out / 'report.md').read_text()

@@ -53,6 +53,16 @@ def _sum_dicts(reports: list[dict], key: str) -> dict:
     return dict(total)
 
 
+def _merged_time_split(reports: list[dict]) -> dict[str, float] | None:
+    """Each part's mean per frame over all bags: the bags' means weighted by their frames."""
+    parts = [(r['time_split_ms'], r['frames_processed']) for r in reports
+             if r.get('time_split_ms') and r['frames_processed']]
+    frames = sum(n for _, n in parts)
+    if not frames:
+        return None
+    return {k: round(sum(split[k] * n for split, n in parts) / frames, 3) for k in parts[0][0]}
+
+
 def _matrix_sum(sections: list[dict], key: str, k: int) -> ConfusionMatrix | None:
     if not sections or any(s.get(key) is None for s in sections):
         return None
@@ -181,6 +191,7 @@ def merge_reports(reports: list[dict], outcomes: list[BagOutcome], opts, bundle,
         'total_ms_p50': _pct(total, 50), 'total_ms_p95': _pct(total, 95),
         'total_ms_p99': _pct(total, 99),
         'wait_ms_mean': round(float(wait.mean()), 3) if wait.size else None,
+        'time_split_ms': _merged_time_split(reports),
         'deadline_hit_rate': round(float((total <= opts.budget_ms).mean()), 4)
         if total.size else None,
         'guard_stops': sum(r['guard_stops'] for r in reports),
