@@ -5,8 +5,10 @@ Runs ``ros2 launch ee_seg_ros replay.launch.py`` on a bag while sampling the CPU
 player, the recorder, the node, the launch process and everything else on the machine; then
 ``ee-seg score`` of the recording, ``ee-seg replay --timing realtime`` of the same bag, and
 the comparison with the deadline gap split into its parts (``ee_seg_ros.replay.gap``).
+``--runs N`` repeats the live loop and each offline timing N times, interleaved, so the spread
+between runs of one kind stands beside the gap between kinds.
 
-    python bench/live_loop.py BAG --budget-ms 60 --out runs/live_loop
+    python bench/live_loop.py BAG --budget-ms 60 --runs 3 --out runs/live_loop
 
 Writes OUT/live_loop.json and prints the tables. Loopback only: the Fast DDS profile in
 config/ and a domain id of its own.
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -108,40 +111,17 @@ def machine() -> str:
     return machine_description(os.cpu_count() or 1)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('bag', help='bag with camera frames (and labels) to play')
-    parser.add_argument('--budget-ms', type=float, default=60.0)
-    parser.add_argument('--out', default='runs/live_loop', help='new folder for the outputs')
-    parser.add_argument('--cpu-load-source', default='topic+local',
-                        help="the node's cpu_load.source in the loop (replay.launch.py's "
-                             'default: topic+local)')
-    parser.add_argument('--params-file', help='node parameters (default: the package\'s)')
-    parser.add_argument('--play-delay-s', type=float, default=5.0)
-    parser.add_argument('--timeout-s', type=float, default=900.0)
-    args = parser.parse_args()
-    out = Path(args.out)
-    if out.exists():
-        print(f'live_loop: {out} exists; give a new folder', file=sys.stderr)
-        return 2
-    if subprocess.run(['ros2', 'bag', '--help'], capture_output=True).returncode != 0:
-        print('live_loop: `ros2 bag` is not available (source a ROS 2 with rosbag2)',
-              file=sys.stderr)
-        return 2
-    out.mkdir(parents=True)
-    env = dict(os.environ)
-    env.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_loopback.xml'))
-    env.setdefault('ROS_DOMAIN_ID', '78')
-    env.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)   # see test/test_node.py
-
+def live_run(args, out: Path, env: dict) -> dict | None:
+    """One ``replay.launch.py`` loop and ``ee-seg score`` of its recording; the report with
+    the CPU shares added, or None when the launch failed."""
     launch_cmd = ['ros2', 'launch', 'ee_seg_ros', 'replay.launch.py', f'bag:={args.bag}',
                   f'record:={out / "recorded"}', f'latency_budget_ms:={args.budget_ms}',
                   f'cpu_load_source:={args.cpu_load_source}',
                   f'play_delay_s:={args.play_delay_s}']
     if args.params_file:
         launch_cmd.append(f'params_file:={args.params_file}')
-    t0 = time.monotonic()
+    launch_cmd += args.launch_arg
+    out.mkdir(parents=True)
     with open(out / 'launch.log', 'w') as log:
         launch = subprocess.Popen(launch_cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
@@ -154,46 +134,167 @@ def main() -> int:
             code = launch.wait(timeout=60)
         sampler.stop.set()
         sampler.join(5)
-    loop_s = time.monotonic() - t0
     if code != 0:
         print(f'live_loop: ros2 launch exited with {code}; see {out / "launch.log"}',
               file=sys.stderr)
-        return 1
-    cli = [sys.executable, '-m', 'ee_seg_ros.cli']
-    subprocess.run(cli + ['score', str(out / 'recorded'), '--labels', args.bag, '--out',
-                          str(out / 'online')], check=True, env=env)
-    subprocess.run(cli + ['replay', args.bag, '--budget-ms', str(args.budget_ms), '--timing',
-                          'realtime', '--out', str(out / 'offline'), '--quiet'],
-                   check=True, env=env)
-    subprocess.run(cli + ['compare', str(out / 'online'), str(out / 'offline'), '--json',
-                          str(out / 'compare.json')], env=env)
+        return None
+    run_cli(['score', str(out / 'recorded'), '--labels', args.bag, '--out',
+             str(out / 'online')], env)
+    report = json.loads((out / 'online' / 'report.json').read_text())
+    report['cpu_share_while_playing'] = sampler.shares()
+    return report
 
-    from ee_seg_ros.replay.gap import split_deadline_gap
-    online = json.loads((out / 'online' / 'report.json').read_text())
-    offline = json.loads((out / 'offline' / 'report.json').read_text())
-    shares = sampler.shares()
+
+def offline_run(args, timing: str, out: Path, env: dict) -> dict:
+    run_cli(['replay', args.bag, '--budget-ms', str(args.budget_ms), '--timing', timing,
+             '--out', str(out), '--quiet'], env)
+    return json.loads((out / 'report.json').read_text())
+
+
+def run_cli(argv: list[str], env: dict) -> None:
+    subprocess.run([sys.executable, '-m', 'ee_seg_ros.cli', *argv], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def pooled(reports: list[dict]) -> dict:
+    """Several runs of one kind as one report for the gap split (every frame of every run)."""
+    series = [f for r in reports for f in r['series']]
+    return {'budget_ms': reports[0]['budget_ms'], 'series': series,
+            'deadline_hit_rate': sum(f['total_ms'] <= reports[0]['budget_ms']
+                                     for f in series) / len(series)}
+
+
+def inference_by_point(reports: list[dict]) -> dict[str, dict]:
+    """Mean inference per (point, inference threads) over the runs: the CPU-load tier sets the
+    threads, so one point's latency is only comparable within a tier."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in reports:
+        for f in r['series']:
+            by[f"{f['point']} ({'1 thread' if f['cpu_tier'] == 'high' else 'all threads'})"
+               ].append(f['latency_ms'])
+    return {k: {'frames': len(v), 'mean_ms': round(sum(v) / len(v), 2)} for k, v in by.items()}
+
+
+def spread(values: list[float]) -> dict:
+    return {'mean': round(sum(values) / len(values), 4), 'min': min(values),
+            'max': max(values), 'runs': values}
+
+
+FIGURES = ('frames_in_bag', 'frames_lost', 'frames_received', 'frames_processed',
+           'deadline_hit_rate', 'miou', 'gmacs_mean', 'latency_ms_p50', 'latency_ms_p95',
+           'total_ms_p50', 'total_ms_p95')
+
+
+def summary(reports: list[dict]) -> dict:
+    out = {k: spread([r[k] for r in reports]) for k in FIGURES
+           if all(r.get(k) is not None for r in reports)}
+    splits = [r['time_split_ms'] for r in reports if r.get('time_split_ms')]
+    out['time_split_ms'] = {k: round(sum(s[k] for s in splits) / len(splits), 3)
+                            for k in splits[0]} if splits else None
+    points: dict[str, int] = defaultdict(int)
+    for r in reports:
+        for p, n in r['operating_points_used'].items():
+            points[p] += n
+    out['operating_points_used'] = dict(sorted(points.items(), key=lambda kv: -kv[1]))
+    out['inference_by_point'] = inference_by_point(reports)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('bag', help='bag with camera frames (and labels) to play')
+    parser.add_argument('--budget-ms', type=float, default=60.0)
+    parser.add_argument('--runs', type=int, default=1, help='repeats of each kind of run')
+    parser.add_argument('--offline-timings', default='realtime,paced',
+                        help='ee-seg replay --timing values to compare with (comma-separated)')
+    parser.add_argument('--out', default='runs/live_loop', help='new folder for the outputs')
+    parser.add_argument('--cpu-load-source', default='topic+local',
+                        help="the node's cpu_load.source in the loop (replay.launch.py's "
+                             'default: topic+local)')
+    parser.add_argument('--params-file', help='node parameters (default: the package\'s)')
+    parser.add_argument('--play-delay-s', type=float, default=5.0)
+    parser.add_argument('--launch-arg', action='append', default=[], metavar='NAME:=VALUE',
+                        help='another replay.launch.py argument (repeatable)')
+    parser.add_argument('--timeout-s', type=float, default=900.0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    timings = [t for t in args.offline_timings.split(',') if t]
+    if out.exists():
+        print(f'live_loop: {out} exists; give a new folder', file=sys.stderr)
+        return 2
+    if subprocess.run(['ros2', 'bag', '--help'], capture_output=True).returncode != 0:
+        print('live_loop: `ros2 bag` is not available (source a ROS 2 with rosbag2)',
+              file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_loopback.xml'))
+    env.setdefault('ROS_DOMAIN_ID', '78')
+    env.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)   # see test/test_node.py
+
+    runs: dict[str, list[dict]] = {'live': [], **{t: [] for t in timings}}
+    for i in range(args.runs):        # interleaved, so a slow spell of the machine hits all
+        live = live_run(args, out / f'live{i}', env)
+        if live is None:
+            return 1
+        runs['live'].append(live)
+        for t in timings:
+            runs[t].append(offline_run(args, t, out / f'{t}{i}', env))
+        print(f'run {i + 1}/{args.runs}: live {live["deadline_hit_rate"] * 100:.1f}% '
+              f'mIoU {live["miou"]}; ' + ', '.join(
+                  f'{t} {runs[t][-1]["deadline_hit_rate"] * 100:.1f}% mIoU '
+                  f'{runs[t][-1]["miou"]}' for t in timings), flush=True)
+
+    from ee_seg_ros.replay.gap import GapPart, GapSplit, format_split, split_deadline_gap
+    shares = [r['cpu_share_while_playing'] for r in runs['live'] if r['cpu_share_while_playing']]
     result = {
-        'machine': machine(), 'bag': args.bag, 'budget_ms': args.budget_ms,
-        'cpu_load_source': args.cpu_load_source, 'loop_wall_s': round(loop_s, 1),
-        'cpu_share_while_playing': shares,
-        'time_split_ms': {'online': online.get('time_split_ms'),
-                          'offline': offline.get('time_split_ms')},
-        'deadline_gap': asdict(split_deadline_gap(online, offline)),
-        **{f'{k}_{side}': rep.get(k) for side, rep in (('online', online),
-                                                       ('offline', offline))
-           for k in ('frames_in_bag', 'frames_lost', 'frames_received', 'frames_processed',
-                     'frames_dropped', 'deadline_hit_rate', 'latency_ms_p50',
-                     'latency_ms_p95', 'total_ms_p50', 'total_ms_p95', 'miou', 'gmacs_mean',
-                     'operating_points_used')},
+        'machine': machine(), 'bag': args.bag, 'budget_ms': args.budget_ms, 'runs': args.runs,
+        'cpu_load_source': args.cpu_load_source, 'launch_args': args.launch_arg,
+        'cpu_share_while_playing': {k: round(sum(s[k] for s in shares) / len(shares), 4)
+                                    for k in shares[0]} if shares else None,
+        'summary': {kind: summary(reports) for kind, reports in runs.items()},
+        'deadline_gap': {t: asdict(split_deadline_gap(pooled(runs['live']), pooled(runs[t])))
+                         for t in timings},
     }
     (out / 'live_loop.json').write_text(json.dumps(result, indent=1) + '\n')
-    if shares:
-        print('\nCPU while the bag played (share of all cores, over '
-              f'{shares["window_s"]} s):')
-        print('| ' + ' | '.join(k for k in shares if k != 'window_s') + ' |')
-        print('|' + '---|' * (len(shares) - 1))
-        print('| ' + ' | '.join(f'{v * 100:.1f}%' for k, v in shares.items()
-                                if k != 'window_s') + ' |')
+
+    kinds = list(runs)
+    print(f'\n{args.runs} run(s) of each, budget {args.budget_ms} ms; mean (min-max):')
+    print('| figure | ' + ' | '.join(('live node' if k == 'live' else f'offline {k}')
+                                    for k in kinds) + ' |')
+    print('|---|' + '---|' * len(kinds))
+    for k in ('frames_lost', 'deadline_hit_rate', 'miou', 'gmacs_mean', 'latency_ms_p50',
+              'latency_ms_p95'):
+        cells = []
+        for kind in kinds:
+            v = result['summary'][kind].get(k)
+            cells.append('' if v is None else f"{v['mean']:g} ({v['min']:g}-{v['max']:g})")
+        print(f'| {k} | ' + ' | '.join(cells) + ' |')
+    for part in ('transport', 'dispatch', 'queue', 'decode', 'inference', 'output', 'total'):
+        print(f'| mean {part} (ms) | ' + ' | '.join(
+            str((result['summary'][kind]['time_split_ms'] or {}).get(part, ''))
+            for kind in kinds) + ' |')
+    print('\ninference by point, mean ms (frames):')
+    names = sorted({p for kind in kinds for p in result['summary'][kind]['inference_by_point']})
+    print('| point | ' + ' | '.join(kinds) + ' |\n|---|' + '---|' * len(kinds))
+    for name in names:
+        cells = []
+        for kind in kinds:
+            v = result['summary'][kind]['inference_by_point'].get(name)
+            cells.append('' if v is None else f"{v['mean_ms']} ({v['frames']})")
+        print(f'| {name} | ' + ' | '.join(cells) + ' |')
+    for t in timings:
+        g = result['deadline_gap'][t]
+        print(f'\ndeadline gap, live against offline {t} (all runs pooled):')
+        print(format_split(GapSplit(**{**g, 'parts': [GapPart(**p) for p in g['parts']]})))
+    if result['cpu_share_while_playing']:
+        s = result['cpu_share_while_playing']
+        print(f'\nCPU while the bag played (share of all cores, mean over runs, '
+              f'{s["window_s"]} s windows):')
+        print('| ' + ' | '.join(k for k in s if k != 'window_s') + ' |')
+        print('|' + '---|' * (len(s) - 1))
+        print('| ' + ' | '.join(f'{v * 100:.1f}%' for k, v in s.items() if k != 'window_s')
+              + ' |')
     print(f'\n{machine()}; results in {out / "live_loop.json"}')
     return 0
 

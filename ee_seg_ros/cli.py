@@ -553,7 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--budget-ms', type=_POSITIVE, default=100.0)
     p.add_argument('--policy', default='adaptive',
                    help='adaptive (the controller), full, or a fixed policy such as cbt:0.5,0.99')
-    p.add_argument('--timing', choices=('every-frame', 'realtime'), default='every-frame')
+    p.add_argument('--timing', choices=('every-frame', 'realtime', 'paced'),
+                   default='every-frame',
+                   help='every-frame: each frame as it comes; realtime: frames that arrive '
+                        'while the model is busy replace their camera\'s (bag time); paced: '
+                        'realtime on the wall clock, the model idling between frames as in a '
+                        'live node (takes as long as the bag)')
     p.add_argument('--compare', choices=('none', 'full'), default='none')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
                    help='output bag: sqlite3 (version 8, Humble) or mcap (version 9)')
