@@ -76,6 +76,19 @@ def test_realtime_timing_drops_frames_that_arrive_while_busy(world, tmp_path):
     assert r['frames_dropped'] > 0 and r['frames_accounted'] and r['frames_received'] == 6
 
 
+def test_paced_timing_runs_on_the_wall_clock_like_a_live_node(world, tmp_path):
+    """Paced is realtime with the waits done for real: the 6 frames at 5 Hz take at least the
+    bag's 1 s, none is dropped (each is done long before the next), the masks are realtime's."""
+    for timing in ('realtime', 'paced'):
+        assert ee_seg(['replay', str(world['bag']), '--out', str(tmp_path / timing),
+                       '--model', str(world['bundle']), '--timing', timing, '--policy',
+                       'full', '--quiet', '--threads', '1']) == 0
+    paced, realtime = load(tmp_path / 'paced'), load(tmp_path / 'realtime')
+    assert paced['timing'] == 'paced' and paced['wall_s'] >= 1.0    # the bag spans 1 s
+    assert paced['frames_processed'] == 6 and paced['frames_dropped'] == 0
+    assert paced['confusion_matrix'] == realtime['confusion_matrix']
+
+
 def test_mcap_compressed_and_several_bags_in_parallel(world, tmp_path):
     mcap = bag_from_images(world['root'] / 'data' / 'val', tmp_path / 'mcap_bag',
                            world['root'] / 'data' / 'valannot', storage='mcap',
