@@ -474,6 +474,18 @@ def test_a_stop_while_frames_stream_in_is_clean(probe, segmenter_node, stop_sign
     assert len(out.msgs['mask']) >= len(out.msgs['exit_stats']) >= 1
 
 
+def test_signals_that_keep_coming_while_the_node_stops_still_end_it_cleanly(segmenter_node):
+    """A second Ctrl-C, or ros2 launch's SIGTERM after a slow first stop, can land at any
+    moment of the stop, the interpreter's own teardown included: still exit 0."""
+    node = segmenter_node('seg_again', latency_budget_ms=1000.0)
+    end = time.monotonic() + 30
+    while node.proc.poll() is None and time.monotonic() < end:
+        node.proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    assert node.proc.wait(timeout=10) == 0, node.output()
+    assert 'Traceback' not in node.output()
+
+
 def test_a_stop_during_start_up_is_clean(tmp_path, bundle):
     """Ctrl-C while the network loads and warms up: a clean exit, not a traceback."""
     node = NodeProcess(tmp_path, bundle, 'seg_early')

@@ -4,7 +4,8 @@ The process stops in one fixed order, on the main thread: SIGINT and SIGTERM (Ct
 ``ros2 launch`` stopping us) only ask the inference loop to end, instead of rclpy's own
 handlers, which shut the context down from a thread of their own while frames are still being
 published and callbacks run. Then the executor stops, its threads are joined, the node is
-destroyed and rclpy is shut down.
+destroyed and rclpy is shut down. Signals that keep coming meanwhile change nothing, and once
+the stop is done they are ignored, through the interpreter's teardown.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main(args: list[str] | None = None) -> int:
     except (BundleError, ParameterException, ValueError, OSError) as err:
         print(f'[ee_segmenter] cannot start: {err}', file=sys.stderr)
         rclpy.try_shutdown()
+        _ignore_stop_signals()
         return 1
     executor = PromptMultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
@@ -71,7 +73,16 @@ def main(args: list[str] | None = None) -> int:
             print('[ee_segmenter] the executor thread did not stop within 10 s', file=sys.stderr)
         node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_stop_signals()
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    """Only the interpreter's teardown is left, and it puts the default handlers back: a
+    second Ctrl-C or ros2 launch's SIGTERM landing then would turn an exit into a death by
+    signal."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == '__main__':
