@@ -5,7 +5,8 @@ inference, outputs). Re-timing the online frames with offline's costs, one part 
 shows how many percentage points each part explains:
 
 1. inference: each online frame's inference replaced by offline's mean at the same operating
-   point (what play, record and DDS cost the network in CPU);
+   point (what the live process's surroundings cost the network: the player, the recorder,
+   the executor's and DDS's threads, idling between frames);
 2. outputs: then its output time (masks at input size, colours, publishing) by offline's mean
    (offline writes no DDS messages);
 3. decoding: then its decoding by offline's mean.

@@ -9,7 +9,7 @@ keeps only its newest frame meanwhile, and the scheduler picks the next one; wit
 ``every-frame`` (the default) every frame is run as it comes. ``paced`` is ``realtime`` on the
 wall clock too: the replay waits until each frame is due, so between frames the network idles
 as it does in a live node (back to back, a CPU's caches and idle cores stay warm, and the same
-network ran 1.2x faster here), and the replay takes as long as the bag.
+network ran 1.17-1.45x faster here), and the replay takes as long as the bag.
 """
 
 from __future__ import annotations
