@@ -120,8 +120,13 @@ def live_run(args, out: Path, env: dict) -> dict | None:
                   f'play_delay_s:={args.play_delay_s}']
     if args.params_file:
         launch_cmd.append(f'params_file:={args.params_file}')
+    elif args.threads:
+        out.mkdir(parents=True)
+        params = out / 'threads.yaml'
+        params.write_text(f'/**:\n  ros__parameters:\n    model.threads: {args.threads}\n')
+        launch_cmd.append(f'params_file:={params}')
     launch_cmd += args.launch_arg
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / 'launch.log', 'w') as log:
         launch = subprocess.Popen(launch_cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
@@ -147,7 +152,7 @@ def live_run(args, out: Path, env: dict) -> dict | None:
 
 def offline_run(args, timing: str, out: Path, env: dict) -> dict:
     run_cli(['replay', args.bag, '--budget-ms', str(args.budget_ms), '--timing', timing,
-             '--out', str(out), '--quiet'], env)
+             '--out', str(out), '--quiet', '--threads', str(args.threads or 2)], env)
     return json.loads((out / 'report.json').read_text())
 
 
@@ -213,6 +218,9 @@ def main() -> int:
                         help="the node's cpu_load.source in the loop (replay.launch.py's "
                              'default: topic+local)')
     parser.add_argument('--params-file', help='node parameters (default: the package\'s)')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='inference threads of the node (model.threads, through a params '
+                             'file of its own) and of the offline replays; 0: the defaults (2)')
     parser.add_argument('--play-delay-s', type=float, default=5.0)
     parser.add_argument('--launch-arg', action='append', default=[], metavar='NAME:=VALUE',
                         help='another replay.launch.py argument (repeatable)')
@@ -222,6 +230,10 @@ def main() -> int:
     timings = [t for t in args.offline_timings.split(',') if t]
     if out.exists():
         print(f'live_loop: {out} exists; give a new folder', file=sys.stderr)
+        return 2
+    if args.threads and args.params_file:
+        print('live_loop: give --threads or --params-file, not both (set model.threads in the '
+              'file)', file=sys.stderr)
         return 2
     if subprocess.run(['ros2', 'bag', '--help'], capture_output=True).returncode != 0:
         print('live_loop: `ros2 bag` is not available (source a ROS 2 with rosbag2)',
@@ -250,6 +262,7 @@ def main() -> int:
     result = {
         'machine': machine(), 'bag': args.bag, 'budget_ms': args.budget_ms, 'runs': args.runs,
         'cpu_load_source': args.cpu_load_source, 'launch_args': args.launch_arg,
+        'threads': args.threads or 2,
         'cpu_share_while_playing': {k: round(sum(s[k] for s in shares) / len(shares), 4)
                                     for k in shares[0]} if shares else None,
         'summary': {kind: summary(reports) for kind, reports in runs.items()},
