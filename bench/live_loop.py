@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,7 +236,8 @@ def main() -> int:
         print('live_loop: give --threads or --params-file, not both (set model.threads in the '
               'file)', file=sys.stderr)
         return 2
-    if subprocess.run(['ros2', 'bag', '--help'], capture_output=True).returncode != 0:
+    if shutil.which('ros2') is None or subprocess.run(
+            ['ros2', 'bag', '--help'], capture_output=True).returncode != 0:
         print('live_loop: `ros2 bag` is not available (source a ROS 2 with rosbag2)',
               file=sys.stderr)
         return 2
