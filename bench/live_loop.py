@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ('player', 'recorder', 'node', 'launch')
+# the node's threads by name (ee_seg_ros/ros/threads.py; Fast DDS names its own dds.*)
+NODE_THREADS = ('inference', 'executor', 'middleware')
 
 
 def role_of(cmdline: list[str]) -> str | None:
@@ -43,6 +45,28 @@ def role_of(cmdline: list[str]) -> str | None:
     if 'segmenter' in words or 'ee_seg_ros.ros.main' in words:
         return 'node'
     return None
+
+
+def thread_group(name: str) -> str:
+    """Which of NODE_THREADS a thread of the node is: the main thread and the unnamed ones
+    (PyTorch's OpenMP workers) run inference."""
+    if name.startswith('ee.'):
+        return 'executor'
+    if name.startswith('dds.'):
+        return 'middleware'
+    return 'inference'
+
+
+def node_thread_cpu(proc) -> dict[str, float]:
+    """CPU seconds of the node's threads, summed by NODE_THREADS group."""
+    out = dict.fromkeys(NODE_THREADS, 0.0)
+    for t in proc.threads():
+        try:
+            name = Path(f'/proc/{proc.pid}/task/{t.id}/comm').read_text().strip()
+        except OSError:
+            continue     # the thread has ended
+        out[thread_group(name)] += t.user_time + t.system_time
+    return out
 
 
 class CpuSampler(threading.Thread):
@@ -61,6 +85,7 @@ class CpuSampler(threading.Thread):
 
     def _snapshot(self) -> dict:
         cpu: dict[str, float] = dict.fromkeys(ROLES, 0.0)
+        threads = dict.fromkeys(NODE_THREADS, 0.0)
         player = False
         try:
             procs = [self.root, *self.root.children(recursive=True)]
@@ -70,6 +95,8 @@ class CpuSampler(threading.Thread):
             try:
                 role = 'launch' if p.pid == self.root.pid else role_of(p.cmdline())
                 t = p.cpu_times()
+                if role == 'node':
+                    threads = node_thread_cpu(p)
             except self.psutil.Error:
                 continue
             if role is not None:
@@ -78,7 +105,7 @@ class CpuSampler(threading.Thread):
         m = self.psutil.cpu_times()
         busy = m.user + m.system + m.nice + m.irq + m.softirq + getattr(m, 'steal', 0.0)
         return {'time': time.monotonic(), 'cpu': cpu, 'machine_busy': busy,
-                'player': player}
+                'player': player, 'threads': threads}
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -104,6 +131,8 @@ class CpuSampler(threading.Thread):
         busy = (b['machine_busy'] - a['machine_busy']) / capacity
         out['everything else'] = round(max(busy - sum(out.values()), 0.0), 4)
         out['window_s'] = round(b['time'] - a['time'], 2)
+        out['node_threads_cpu_s'] = {g: round(b['threads'][g] - a['threads'][g], 3)
+                                     for g in NODE_THREADS}
         return out
 
 
@@ -147,7 +176,13 @@ def live_run(args, out: Path, env: dict) -> dict | None:
     run_cli(['score', str(out / 'recorded'), '--labels', args.bag, '--out',
              str(out / 'online')], env)
     report = json.loads((out / 'online' / 'report.json').read_text())
-    report['cpu_share_while_playing'] = sampler.shares()
+    shares = sampler.shares()
+    threads_s = shares.pop('node_threads_cpu_s') if shares else None
+    report['cpu_share_while_playing'] = shares
+    # the play window holds every frame: it opens as the player sends its first message
+    report['node_thread_cpu_ms_per_frame'] = {
+        g: round(v * 1e3 / max(report['frames_processed'], 1), 2)
+        for g, v in threads_s.items()} if threads_s else None
     return report
 
 
@@ -179,6 +214,12 @@ def inference_by_point(reports: list[dict]) -> dict[str, dict]:
             by[f"{f['point']} ({'1 thread' if f['cpu_tier'] == 'high' else 'all threads'})"
                ].append(f['latency_ms'])
     return {k: {'frames': len(v), 'mean_ms': round(sum(v) / len(v), 2)} for k, v in by.items()}
+
+
+def mean_of(dicts: list[dict | None]) -> dict | None:
+    """Key by key mean of the runs' figures (runs without them left out)."""
+    have = [d for d in dicts if d]
+    return {k: round(sum(d[k] for d in have) / len(have), 4) for k in have[0]} if have else None
 
 
 def spread(values: list[float]) -> dict:
@@ -265,8 +306,9 @@ def main() -> int:
         'machine': machine(), 'bag': args.bag, 'budget_ms': args.budget_ms, 'runs': args.runs,
         'cpu_load_source': args.cpu_load_source, 'launch_args': args.launch_arg,
         'threads': args.threads or 2,
-        'cpu_share_while_playing': {k: round(sum(s[k] for s in shares) / len(shares), 4)
-                                    for k in shares[0]} if shares else None,
+        'cpu_share_while_playing': mean_of(shares),
+        'node_thread_cpu_ms_per_frame': mean_of(
+            [r['node_thread_cpu_ms_per_frame'] for r in runs['live']]),
         'summary': {kind: summary(reports) for kind, reports in runs.items()},
         'deadline_gap': {t: asdict(split_deadline_gap(pooled(runs['live']), pooled(runs[t])))
                          for t in timings},
@@ -310,6 +352,10 @@ def main() -> int:
         print('|' + '---|' * (len(s) - 1))
         print('| ' + ' | '.join(f'{v * 100:.1f}%' for k, v in s.items() if k != 'window_s')
               + ' |')
+    if result['node_thread_cpu_ms_per_frame']:
+        t = result['node_thread_cpu_ms_per_frame']
+        print("\nthe node's CPU per frame by thread (ms, mean over runs): " + ', '.join(
+            f'{g} {v:g}' for g, v in t.items()))
     print(f'\n{machine()}; results in {out / "live_loop.json"}')
     return 0
 

@@ -3,40 +3,71 @@
     ros2 launch ee_seg_ros replay.launch.py bag:=drive_bag record:=drive_out
     ee-seg score drive_out --labels drive_bag --out drive_score
 
-The recorder starts with the node; the bag plays (with --clock at `clock_hz`, the node on sim
-time, so stamps and staleness follow the bag) only once the node has said it is ready, so no
-frame is lost to start-up. When the bag ends and the node has had `drain_s` to finish its last
-frame, the launch shuts down and the recorder closes its bag.
+The recorder starts with the node; the bag plays only once the node has said it is ready, so
+no frame is lost to start-up. The node runs on the wall clock, as on a robot; with
+`use_sim_time:=true` the player publishes /clock at `clock_hz` and the node follows the bag's
+time (for a `rate` far from 1, where staleness should follow the bag). When the bag ends and
+the node has had `drain_s` to finish its last frame, the launch shuts down and the recorder
+closes its bag.
 """
 
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess,
-                            IncludeLaunchDescription, RegisterEventHandler, TimerAction)
+                            IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler,
+                            TimerAction)
 from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
+from ee_seg_ros.ros.launch_args import niced, play_command
+
 READY = b'ee_segmenter ready'
+
+
+def _play(context):
+    """The player, and the shutdown once it has played the bag to the end."""
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    play = ExecuteProcess(cmd=play_command(arg('bag'), arg('rate'), arg('play_delay_s'),
+                                           arg('use_sim_time'), arg('clock_hz'),
+                                           arg('harness_nice')),
+                          output='screen', name='bag_play')
+    return [play, RegisterEventHandler(OnProcessExit(target_action=play, on_exit=[TimerAction(
+        period=arg('drain_s'),
+        actions=[EmitEvent(event=Shutdown(reason='bag played to the end'))])]))]
+
+
+def _record(context):
+    """``ros2 bag record`` of the node's masks and statistics, and the bag's labels."""
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    return [ExecuteProcess(
+        cmd=[*niced(arg('harness_nice')), 'ros2', 'bag', 'record', '-o', arg('record'),
+             '--storage', arg('storage'), '--regex',
+             '.*ee_segmenter/(mask|exit_stats)$|.*labels$'],
+        # (no --disable-keyboard-controls: Humble's recorder lacks it)
+        output='screen', name='bag_record')]
+
+
+def _check_play(context):
+    """A bad player argument ends the launch at once, not after the node's warm-up."""
+    _play(context)
+    return []
 
 
 def generate_launch_description() -> LaunchDescription:
     arg = LaunchConfiguration
-    play = ExecuteProcess(
-        cmd=['ros2', 'bag', 'play', arg('bag'), '--clock', arg('clock_hz'), '--rate', arg('rate'),
-             '--delay', arg('play_delay_s'), '--disable-keyboard-controls',
-             # before exiting, wait (up to 3 s) until the reliable subscribers, the recorder
-             # among them, have acknowledged every message
-             '--wait-for-all-acked', '3000'],
-        output='screen', name='bag_play')
     started = []
 
     def play_when_ready(event):
         # the node logs this line once, after its publishers exist and the network is warm
         if READY in event.text and not started:
             started.append(True)
-            return [play]
+            return [OpaqueFunction(function=_play)]
         return None
 
     return LaunchDescription([
@@ -63,6 +94,11 @@ def generate_launch_description() -> LaunchDescription:
                                           'inference on a machine with as many inference '
                                           "threads as cores (exit:0 on 2 cores: 43 ms with "
                                           "ros2 bag play's own 40 Hz, 40-42 at 10, 37 at 2)"),
+        DeclareLaunchArgument('harness_nice', default_value='10',
+                              description='how many nice steps below the node the player and '
+                                          'the recorder run (0-19), so they take the cores '
+                                          'the node leaves idle and not its own: on a robot '
+                                          'they are not there'),
         DeclareLaunchArgument('play_delay_s', default_value='5.0',
                               description='wait between the player starting and its first '
                                           'message, so that the node and the recorder have '
@@ -70,6 +106,7 @@ def generate_launch_description() -> LaunchDescription:
                                           'this took over 2 s in about 1 run of 3)'),
         DeclareLaunchArgument('drain_s', default_value='3.0',
                               description='time after the bag ends before shutting down'),
+        OpaqueFunction(function=_check_play),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution(
                 [FindPackageShare('ee_seg_ros'), 'launch', 'segmenter.launch.py'])),
@@ -81,15 +118,9 @@ def generate_launch_description() -> LaunchDescription:
                               # the node has every frame; `ee-seg score --labels BAG` counts
                               # any frame lost all the same
                               'reliable_input': 'true',
-                              'namespace': arg('namespace'), 'use_sim_time': 'true'}.items()),
-        ExecuteProcess(cmd=['ros2', 'bag', 'record', '-o', arg('record'), '--storage',
-                            arg('storage'), '--regex',
-                            '.*ee_segmenter/(mask|exit_stats)$|.*labels$'],
-                       # (no --disable-keyboard-controls: Humble's recorder lacks it)
-                       output='screen', name='bag_record'),
+                              'namespace': arg('namespace'),
+                              'use_sim_time': arg('use_sim_time')}.items()),
+        OpaqueFunction(function=_record),
         RegisterEventHandler(OnProcessIO(on_stdout=play_when_ready,
                                          on_stderr=play_when_ready)),
-        RegisterEventHandler(OnProcessExit(target_action=play, on_exit=[TimerAction(
-            period=arg('drain_s'),
-            actions=[EmitEvent(event=Shutdown(reason='bag played to the end'))])])),
     ])

@@ -47,8 +47,25 @@ def _launch_arguments(name: str) -> set[str]:
 
 
 def test_replay_launch_file_declares_its_arguments():
-    assert {'bag', 'record', 'image_topic', 'latency_budget_ms',
-            'cpu_load_source'} <= _launch_arguments('replay.launch.py')
+    assert {'bag', 'record', 'image_topic', 'latency_budget_ms', 'cpu_load_source',
+            'use_sim_time', 'clock_hz', 'rate'} <= _launch_arguments('replay.launch.py')
+
+
+def test_the_replay_player_publishes_clock_only_for_a_node_on_sim_time():
+    from ee_seg_ros.ros.launch_args import LaunchArgumentError, play_command
+    wall = play_command('drive_bag')
+    assert wall[:4] == ['ros2', 'bag', 'play', 'drive_bag'] and '--clock' not in wall
+    assert '--wait-for-all-acked' in wall   # the recorder has every message before play exits
+    sim = play_command('drive_bag', rate='0.5', use_sim_time='True', clock_hz='2')
+    assert sim[sim.index('--clock') + 1] == '2' and sim[sim.index('--rate') + 1] == '0.5'
+    # the harness below the node: nice execs the player, so signals still reach it
+    assert play_command('drive_bag', nice='10')[:5] == ['nice', '-n', '10', 'ros2', 'bag']
+    for bad, name in (({'rate': '0'}, 'rate'), ({'delay_s': '-1'}, 'play_delay_s'),
+                      ({'nice': '20'}, 'harness_nice'), ({'nice': 'low'}, 'harness_nice'),
+                      ({'use_sim_time': 'yes'}, 'use_sim_time'),
+                      ({'use_sim_time': 'true', 'clock_hz': 'fast'}, 'clock_hz')):
+        with pytest.raises(LaunchArgumentError, match=name):
+            play_command('drive_bag', **bad)
 
 
 def test_launch_file_declares_its_arguments():
@@ -229,10 +246,12 @@ needs_ros2_bag = pytest.mark.skipif(not _has_ros2_bag(),
 
 
 def _live_and_offline(tmp_path: Path, frames: int, rate: float, params: str,
-                      offline_args: list[str]) -> tuple[dict, dict, dict]:
-    """A synthetic drive played into the live node by replay.launch.py and recorded, scored
-    with ee-seg score; the same bag through ee-seg replay; and ee-seg compare of the two.
-    Returns the online and offline reports and the comparison."""
+                      offline_args: list[str],
+                      launch_args: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
+    """A synthetic drive played into the live node by replay.launch.py (with
+    ``launch_args``) and recorded, scored with ee-seg score; the same bag through ee-seg
+    replay; and ee-seg compare of the two. Returns the online and offline reports and the
+    comparison."""
     import json
     import sys
 
@@ -247,7 +266,7 @@ def _live_and_offline(tmp_path: Path, frames: int, rate: float, params: str,
     (tmp_path / 'params.yaml').write_text(f'/**:\n  ros__parameters:\n{params}')
     launch = subprocess.run(
         ['ros2', 'launch', 'ee_seg_ros', 'replay.launch.py', f'bag:={bag}', f'record:={rec}',
-         f'params_file:={tmp_path / "params.yaml"}', 'namespace:=replay_test'],
+         f'params_file:={tmp_path / "params.yaml"}', 'namespace:=replay_test', *launch_args],
         capture_output=True, text=True, timeout=300, env=env)
     assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
     info = subprocess.run(['ros2', 'bag', 'info', str(rec)], capture_output=True, text=True,
@@ -268,10 +287,11 @@ def _live_and_offline(tmp_path: Path, frames: int, rate: float, params: str,
 @needs_ros2_bag
 def test_replay_launch_plays_records_and_scores_like_offline_replay(tmp_path):
     """The real-ROS loop of the replay issue: ros2 bag play -> live node -> ros2 bag record ->
-    ee-seg score gives the same masks as ee-seg replay on the same bag."""
+    ee-seg score gives the same masks as ee-seg replay on the same bag. Here the node runs on
+    the bag's time (/clock from the player); the adaptive test below on the wall clock."""
     # full depth: the masks do not depend on how fast this machine happens to be right now
     online, offline, _ = _live_and_offline(tmp_path, 5, 2, '    policy.mode: "full"\n',
-                                           ['--policy', 'full'])
+                                           ['--policy', 'full'], ('use_sim_time:=true',))
     stamps = [f['stamp_ns'] for f in online['series']]
     assert online['frames_processed'] == offline['frames_processed'] == 5, (
         stamps, online['launch_output'])

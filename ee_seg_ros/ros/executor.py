@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from rclpy.executors import MultiThreadedExecutor
 
+from .threads import name_this_thread
+
 
 class _StartingPool(ThreadPoolExecutor):
     """Returns from ``submit`` only once a pool thread runs the callable."""
@@ -41,7 +43,8 @@ class PromptMultiThreadedExecutor(MultiThreadedExecutor):
         pool = getattr(self, '_executor', None)
         if isinstance(pool, ThreadPoolExecutor):
             pool.shutdown(wait=False)
-            self._executor = _StartingPool(num_threads)
+            self._executor = _StartingPool(num_threads, initializer=name_this_thread,
+                                           initargs=('ee.callbacks',))
 
     def shutdown(self, timeout_sec: float | None = None) -> bool:
         """Stop taking work, then wait for the pool's running callbacks to return."""

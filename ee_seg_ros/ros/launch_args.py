@@ -32,6 +32,57 @@ def camera_names(text: str) -> list[str]:
     return value
 
 
+def _flag(name: str, text: str) -> bool | None:
+    """A true/false launch argument; None when not given."""
+    if not text.strip():
+        return None
+    flag = text.strip().lower()
+    if flag not in ('true', 'false'):
+        raise LaunchArgumentError(f'{name}:={text!r} must be true or false')
+    return flag == 'true'
+
+
+def _number(name: str, text: str, zero_ok: bool = False) -> str:
+    """A number above 0 (or at least 0), as the text to pass on."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not (value >= 0 if zero_ok else value > 0):
+        bound = 'of 0 or more' if zero_ok else 'above 0'
+        raise LaunchArgumentError(f'{name}:={text!r} must be a number {bound}')
+    return text.strip()
+
+
+def niced(nice: str) -> list[str]:
+    """The prefix that runs the replay harness's own processes (player, recorder) ``nice``
+    steps below the node, so they take the cores it leaves idle instead of its own: on a
+    robot they are not there."""
+    try:
+        steps = int(nice)
+    except ValueError:
+        steps = -1
+    if not 0 <= steps <= 19:
+        raise LaunchArgumentError(f'harness_nice:={nice!r} must be an integer from 0 to 19')
+    return ['nice', '-n', str(steps)] if steps else []
+
+
+def play_command(bag: str, rate: str = '1.0', delay_s: str = '5.0', use_sim_time: str = 'false',
+                 clock_hz: str = '10', nice: str = '0') -> list[str]:
+    """replay.launch.py's ``ros2 bag play``. ``/clock`` only for a node on sim time: every
+    message wakes the node's executor (1.5 ms of its CPU each on a 2-core machine), which a
+    robot's node without /clock does not pay."""
+    cmd = [*niced(nice), 'ros2', 'bag', 'play', bag, '--rate', _number('rate', rate),
+           '--delay', _number('play_delay_s', delay_s, zero_ok=True),
+           '--disable-keyboard-controls',
+           # before exiting, wait (up to 3 s) until the reliable subscribers, the recorder
+           # among them, have acknowledged every message
+           '--wait-for-all-acked', '3000']
+    if _flag('use_sim_time', use_sim_time):
+        cmd += ['--clock', _number('clock_hz', clock_hz)]
+    return cmd
+
+
 def node_parameters(params_file: str, latency_budget_ms: str = '',
                     use_sim_time: str = '', cameras: str = '',
                     cpu_load_source: str = '', reliable_input: str = '') -> list[Any]:
@@ -48,11 +99,9 @@ def node_parameters(params_file: str, latency_budget_ms: str = '',
                                       'number') from None
     for name, key, text in (('use_sim_time', 'use_sim_time', use_sim_time),
                             ('reliable_input', 'input.reliable', reliable_input)):
-        if text.strip():
-            flag = text.strip().lower()
-            if flag not in ('true', 'false'):
-                raise LaunchArgumentError(f'{name}:={text!r} must be true or false')
-            overrides[key] = flag == 'true'
+        flag = _flag(name, text)
+        if flag is not None:
+            overrides[key] = flag
     if cameras.strip():
         overrides['cameras'] = camera_names(cameras)
     if cpu_load_source.strip():
