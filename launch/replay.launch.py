@@ -88,12 +88,13 @@ def generate_launch_description() -> LaunchDescription:
                                           'really has taken (the player and the recorder '
                                           'among it), so the controller never plans blind'),
         DeclareLaunchArgument('rate', default_value='1.0', description='playback rate'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='true: the player publishes /clock and the node '
+                                          "follows the bag's time; false: the wall clock, as "
+                                          'on a robot (no /clock to wake the node)'),
         DeclareLaunchArgument('clock_hz', default_value='10',
-                              description='how often the player publishes /clock; every '
-                                          "message wakes the node's executor, which slows "
-                                          'inference on a machine with as many inference '
-                                          "threads as cores (exit:0 on 2 cores: 43 ms with "
-                                          "ros2 bag play's own 40 Hz, 40-42 at 10, 37 at 2)"),
+                              description='with use_sim_time: how often the player publishes '
+                                          "/clock; every message wakes the node's executor"),
         DeclareLaunchArgument('harness_nice', default_value='10',
                               description='how many nice steps below the node the player and '
                                           'the recorder run (0-19), so they take the cores '
