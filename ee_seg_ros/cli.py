@@ -639,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:       # a refused argument (one line already) or --help
         return done.code if isinstance(done.code, int) else 2
+    from .runtime.memory import keep_freed_memory
+    keep_freed_memory()              # as the node does: see runtime/memory.py
     try:
         return args.func(args)
     except KeyboardInterrupt:

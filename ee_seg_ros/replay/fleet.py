@@ -170,7 +170,9 @@ def one_line(err: BaseException) -> str:
 
 def replay_job(job: BagJob, s: FleetSettings, out: Path) -> BagOutcome:
     """Replay one bag into ``out/<name>``; any error fails this bag, not the caller."""
+    from ..runtime.memory import keep_freed_memory
     from .api import no_work_reason, replay_bag
+    keep_freed_memory()        # in a worker process too, as in ee-seg replay and the node
     start = time.perf_counter()
     if s.fault == f'{job.name}:kill':
         os.kill(os.getpid(), signal.SIGKILL)          # test hook: the worker dies mid-fleet

@@ -29,6 +29,10 @@ def main(args: list[str] | None = None) -> int:
     # a crash inside a C extension (rclpy, torch) prints every thread's Python stack to the
     # log instead of a bare exit code
     faulthandler.enable()
+    # before torch and the middleware allocate: freed frames' memory stays for the next
+    # frame instead of being faulted in again, page by page (runtime/memory.py)
+    from ..runtime.memory import keep_freed_memory
+    keep_freed_memory()
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException
