@@ -285,6 +285,19 @@ def _live_and_offline(tmp_path: Path, frames: int, rate: float, params: str,
 
 
 @needs_ros2_bag
+def test_replay_launch_refuses_a_bad_player_argument_before_starting_anything(tmp_path):
+    for arg, name in (('rate:=0', 'rate'), ('harness_nice:=20', 'harness_nice'),
+                      ('use_sim_time:=maybe', 'use_sim_time')):
+        launch = subprocess.run(
+            ['ros2', 'launch', 'ee_seg_ros', 'replay.launch.py', f'bag:={tmp_path / "b"}',
+             f'record:={tmp_path / "r"}', arg], capture_output=True, text=True, timeout=120,
+            env=_ros_env())
+        out = launch.stdout + launch.stderr
+        assert launch.returncode != 0 and f'{name}:=' in out, out
+        assert 'ee_segmenter ready' not in out and not (tmp_path / 'r').exists(), out
+
+
+@needs_ros2_bag
 def test_replay_launch_plays_records_and_scores_like_offline_replay(tmp_path):
     """The real-ROS loop of the replay issue: ros2 bag play -> live node -> ros2 bag record ->
     ee-seg score gives the same masks as ee-seg replay on the same bag. Here the node runs on

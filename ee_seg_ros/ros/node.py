@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
 ARRAY_TYPES = {'string': ParameterType.PARAMETER_STRING_ARRAY,
                'integer': ParameterType.PARAMETER_INTEGER_ARRAY}
+RELIABLE_INPUT_DEPTH = 10
 NAV2_MAX_CLASSES = 256   # the semantic segmentation layer reads masks as 8-bit ids
 
 
@@ -130,10 +131,15 @@ class SegmenterNode(Node):
 
         intake = MutuallyExclusiveCallbackGroup()
         telemetry = MutuallyExclusiveCallbackGroup()
-        reliability = (ReliabilityPolicy.RELIABLE if values['input.reliable']
-                       else ReliabilityPolicy.BEST_EFFORT)
-        camera_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                reliability=reliability)
+        # reliable input (bag replay) keeps a few frames in the middleware: a frame repaired
+        # after a lost datagram arrives just before the next one, and with depth 1 the next
+        # would overwrite it unseen; here the camera scheduler keeps the newest and counts
+        # the one it replaces as dropped
+        reliable = values['input.reliable']
+        camera_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
+                                depth=RELIABLE_INPUT_DEPTH if reliable else 1,
+                                reliability=(ReliabilityPolicy.RELIABLE if reliable
+                                             else ReliabilityPolicy.BEST_EFFORT))
         kind, leaf = ((CompressedImage, 'image/compressed') if values['input.compressed']
                       else (Image, 'image'))
         for camera in cameras:   # relative names: they remap and namespace as usual
