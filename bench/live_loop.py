@@ -69,6 +69,14 @@ def node_thread_cpu(proc) -> dict[str, float]:
     return out
 
 
+def minor_faults(pid: int) -> int:
+    """The process's minor page faults so far (/proc/PID/stat, field 10)."""
+    try:
+        return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class CpuSampler(threading.Thread):
     """CPU seconds of each role and of the whole machine, while the player plays (from
     ``delay_s`` after the player appears, when its first message goes out, to its exit)."""
@@ -86,6 +94,7 @@ class CpuSampler(threading.Thread):
     def _snapshot(self) -> dict:
         cpu: dict[str, float] = dict.fromkeys(ROLES, 0.0)
         threads = dict.fromkeys(NODE_THREADS, 0.0)
+        faults = 0
         player = False
         try:
             procs = [self.root, *self.root.children(recursive=True)]
@@ -97,6 +106,7 @@ class CpuSampler(threading.Thread):
                 t = p.cpu_times()
                 if role == 'node':
                     threads = node_thread_cpu(p)
+                    faults = minor_faults(p.pid)
             except self.psutil.Error:
                 continue
             if role is not None:
@@ -105,7 +115,7 @@ class CpuSampler(threading.Thread):
         m = self.psutil.cpu_times()
         busy = m.user + m.system + m.nice + m.irq + m.softirq + getattr(m, 'steal', 0.0)
         return {'time': time.monotonic(), 'cpu': cpu, 'machine_busy': busy,
-                'player': player, 'threads': threads}
+                'player': player, 'threads': threads, 'node_faults': faults}
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -131,6 +141,7 @@ class CpuSampler(threading.Thread):
         busy = (b['machine_busy'] - a['machine_busy']) / capacity
         out['everything else'] = round(max(busy - sum(out.values()), 0.0), 4)
         out['window_s'] = round(b['time'] - a['time'], 2)
+        out['node_minor_faults'] = b['node_faults'] - a['node_faults']
         out['node_threads_cpu_s'] = {g: round(b['threads'][g] - a['threads'][g], 3)
                                      for g in NODE_THREADS}
         return out
@@ -178,6 +189,9 @@ def live_run(args, out: Path, env: dict) -> dict | None:
     report = json.loads((out / 'online' / 'report.json').read_text())
     shares = sampler.shares()
     threads_s = shares.pop('node_threads_cpu_s') if shares else None
+    faults = shares.pop('node_minor_faults') if shares else None
+    report['node_minor_faults_per_frame'] = (
+        round(faults / max(report['frames_processed'], 1), 1) if faults is not None else None)
     report['cpu_share_while_playing'] = shares
     # the play window holds every frame: it opens as the player sends its first message
     report['node_thread_cpu_ms_per_frame'] = {
@@ -307,6 +321,10 @@ def main() -> int:
         'cpu_load_source': args.cpu_load_source, 'launch_args': args.launch_arg,
         'threads': args.threads or 2,
         'cpu_share_while_playing': mean_of(shares),
+        'keep_freed_memory': os.environ.get('EE_SEG_KEEP_FREED_MEMORY', '1') != '0',
+        'node_minor_faults_per_frame': spread(
+            [r['node_minor_faults_per_frame'] for r in runs['live']
+             if r['node_minor_faults_per_frame'] is not None] or [0.0]),
         'node_thread_cpu_ms_per_frame': mean_of(
             [r['node_thread_cpu_ms_per_frame'] for r in runs['live']]),
         'summary': {kind: summary(reports) for kind, reports in runs.items()},
@@ -356,6 +374,9 @@ def main() -> int:
         t = result['node_thread_cpu_ms_per_frame']
         print("\nthe node's CPU per frame by thread (ms, mean over runs): " + ', '.join(
             f'{g} {v:g}' for g, v in t.items()))
+        f = result['node_minor_faults_per_frame']
+        print(f"the node's minor page faults per frame: {f['mean']:g} ({f['min']:g}-{f['max']:g})"
+              f"; freed memory kept: {result['keep_freed_memory']} (EE_SEG_KEEP_FREED_MEMORY)")
     print(f'\n{machine()}; results in {out / "live_loop.json"}')
     return 0
 

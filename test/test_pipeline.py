@@ -300,3 +300,9 @@ def test_memory_a_frame_frees_is_kept_for_the_next_instead_of_faulted_in_again()
               for mode in ('keep', 'default')}
     assert counts['default'] > 20 * 2000, counts
     assert counts['keep'] < 20 * 100, counts
+
+
+def test_keeping_freed_memory_can_be_turned_off(monkeypatch):
+    from ee_seg_ros.runtime.memory import keep_freed_memory
+    monkeypatch.setenv('EE_SEG_KEEP_FREED_MEMORY', '0')
+    assert keep_freed_memory() is False

@@ -7,13 +7,15 @@ the node took 5,400-7,200 minor page faults per frame at `exit:0` and 26-40 once
 was kept, and `exit:0` ran 7-8 ms faster (about 45 against 38 ms); offline replay took about
 2,000 per frame, so the live node paid more than the replay that should predict it. Raising
 the mmap and trim thresholds at start-up keeps the pages; the process holds its high-water
-mark instead (a frame's working set, tens of MB).
+mark instead (a frame's working set, tens of MB). ``EE_SEG_KEEP_FREED_MEMORY=0`` leaves
+glibc's defaults (to hand memory back, or to measure the difference: bench/live_loop.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1      # mallopt(3) parameters (malloc.h)
@@ -25,7 +27,8 @@ TRIM_THRESHOLD = 256 << 20
 def keep_freed_memory() -> bool:
     """Set glibc malloc so freed blocks stay in the process for reuse. Returns whether it
     took effect (False off glibc, e.g. macOS or musl, where nothing changes)."""
-    if not sys.platform.startswith('linux'):
+    if not sys.platform.startswith('linux') or os.environ.get(
+            'EE_SEG_KEEP_FREED_MEMORY', '1') == '0':
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
