@@ -2,12 +2,11 @@
 
 glibc's malloc serves large blocks (PyTorch's activations, a camera frame's buffers) with
 fresh mappings and returns freed memory at the top of its heaps, so every frame faults its
-working set in again, page by page, zero-filled by the kernel. Measured on the 2-core AMD EPYC:
-the node took 5,400-7,200 minor page faults per frame at `exit:0` and 26-40 once freed memory
-was kept, and `exit:0` ran 7-8 ms faster (about 45 against 38 ms); offline replay took about
-2,000 per frame, so the live node paid more than the replay that should predict it. Raising
-the mmap and trim thresholds at start-up keeps the pages; the process holds its high-water
-mark instead (a frame's working set, tens of MB). ``EE_SEG_KEEP_FREED_MEMORY=0`` leaves
+working set in again, page by page, zero-filled by the kernel: in the live replay loop on a
+2-core AMD EPYC the node took 1,100-1,700 minor page faults per frame with glibc's defaults and
+60-140 with this (bench/live_loop.py prints them). Raising the mmap and trim thresholds at
+start-up keeps the pages; the process holds its high-water mark instead (a frame's working
+set, tens of MB). ``EE_SEG_KEEP_FREED_MEMORY=0`` leaves
 glibc's defaults (to hand memory back, or to measure the difference: bench/live_loop.py).
 """
 
