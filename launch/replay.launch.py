@@ -21,7 +21,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from ee_seg_ros.ros.launch_args import niced, play_command
+from ee_seg_ros.ros.launch_args import drain_seconds, niced, play_command
 
 READY = b'ee_segmenter ready'
 
@@ -36,7 +36,7 @@ def _play(context):
                                            arg('harness_nice')),
                           output='screen', name='bag_play')
     return [play, RegisterEventHandler(OnProcessExit(target_action=play, on_exit=[TimerAction(
-        period=arg('drain_s'),
+        period=drain_seconds(arg('drain_s')),
         actions=[EmitEvent(event=Shutdown(reason='bag played to the end'))])]))]
 
 

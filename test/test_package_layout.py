@@ -52,7 +52,10 @@ def test_replay_launch_file_declares_its_arguments():
 
 
 def test_the_replay_player_publishes_clock_only_for_a_node_on_sim_time():
-    from ee_seg_ros.ros.launch_args import LaunchArgumentError, play_command
+    from ee_seg_ros.ros.launch_args import LaunchArgumentError, drain_seconds, play_command
+    assert drain_seconds('3') == 3.0
+    with pytest.raises(LaunchArgumentError, match='drain_s'):
+        drain_seconds('-1')
     wall = play_command('drive_bag')
     assert wall[:4] == ['ros2', 'bag', 'play', 'drive_bag'] and '--clock' not in wall
     assert '--wait-for-all-acked' in wall   # the recorder has every message before play exits

@@ -54,6 +54,11 @@ def _number(name: str, text: str, zero_ok: bool = False) -> str:
     return text.strip()
 
 
+def drain_seconds(text: str) -> float:
+    """replay.launch.py's ``drain_s``: the wait after the bag ends, before shutting down."""
+    return float(_number('drain_s', text, zero_ok=True))
+
+
 def niced(nice: str) -> list[str]:
     """The prefix that runs the replay harness's own processes (player, recorder) ``nice``
     steps below the node, so they take the cores it leaves idle instead of its own: on a
@@ -70,8 +75,8 @@ def niced(nice: str) -> list[str]:
 def play_command(bag: str, rate: str = '1.0', delay_s: str = '5.0', use_sim_time: str = 'false',
                  clock_hz: str = '10', nice: str = '0') -> list[str]:
     """replay.launch.py's ``ros2 bag play``. ``/clock`` only for a node on sim time: every
-    message wakes the node's executor (1.5 ms of its CPU each on a 2-core machine), which a
-    robot's node without /clock does not pay."""
+    message wakes the node's executor (its CPU per frame: 1.6 ms with /clock at 10 Hz, 1.3
+    without, bench/live_loop.py on a 2-core AMD EPYC), which a robot's node does not pay."""
     cmd = [*niced(nice), 'ros2', 'bag', 'play', bag, '--rate', _number('rate', rate),
            '--delay', _number('play_delay_s', delay_s, zero_ok=True),
            '--disable-keyboard-controls',
